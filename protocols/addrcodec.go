@@ -100,7 +100,7 @@ func (c AddrCodec) Parse(b []byte) (Addr, int, error) {
 		if len(b) < i+16 {
 			return Addr{}, 0, ErrNeedMore
 		}
-		a.IP = netip.AddrFrom16([16]byte(b[i : i+16])).Unmap()
+		a.IP = netip.AddrFrom16([16]byte(b[i : i+16]))
 		i += 16
 	case c.Domain:
 		if len(b) < i+1 {

@@ -1,0 +1,33 @@
+# Portico's developer entry points. `make test` is the whole gate CI runs.
+
+GO ?= go
+# The pure codec packages: they must build for WebAssembly.
+CODEC_PKGS := ./protocols ./protocols/links ./protocols/vless
+
+.PHONY: test peers vet race wasm fuzz-short fuzz build
+
+test: peers vet race wasm fuzz-short
+	@echo "make test: all checks passed"
+
+peers:
+	./scripts/install-peers.sh
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }
+
+race:
+	PORTICO_REQUIRE_PEERS=1 $(GO) test -race -count=1 -timeout 20m ./...
+
+wasm:
+	GOOS=js GOARCH=wasm $(GO) build $(CODEC_PKGS)
+	GOOS=wasip1 GOARCH=wasm $(GO) build $(CODEC_PKGS)
+
+fuzz-short:
+	./scripts/fuzz.sh 3s
+
+fuzz:
+	./scripts/fuzz.sh 2m
+
+build:
+	$(GO) build -o bin/portico ./cmd/portico

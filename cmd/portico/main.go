@@ -1,0 +1,80 @@
+// Command portico is the Portico tunnel gateway and its client.
+//
+//	portico run [-c FILE] [-state DIR] [-listen HOST:PORT]   the gateway (no -c: the embedded default)
+//	portico client [-listen HOST:PORT] (-c FILE | LINK)      a local SOCKS5/HTTP proxy through a tunnel
+//	portico links (-c FILE | -state DIR)                     share links, one per line
+//	portico check -c FILE                                    validate a config and show what it serves
+//	portico uuid                                             a new user id
+//	portico version
+//
+// This file only parses flags and wires packages together; the logic lives
+// in gateway/.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+// errUsage is a flag error already reported by the flag package.
+var errUsage = errors.New("usage")
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "run":
+		err = cmdRun(args[1:], stdout, stderr)
+	case "client":
+		err = cmdClient(args[1:], stdout, stderr)
+	case "links":
+		err = cmdLinks(args[1:], stdout, stderr)
+	case "check":
+		err = cmdCheck(args[1:], stdout, stderr)
+	case "uuid":
+		err = cmdUUID(args[1:], stdout, stderr)
+	case "version", "-version", "--version":
+		fmt.Fprintf(stdout, "portico %s\n", version)
+	case "help", "-h", "-help", "--help":
+		usage(stdout)
+	default:
+		fmt.Fprintf(stderr, "portico: unknown command %q\n", args[0])
+		usage(stderr)
+		return 2
+	}
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, errUsage):
+		return 2
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	}
+	fmt.Fprintf(stderr, "portico: %v\n", err)
+	return 1
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `Usage:
+  portico run [-c FILE] [-state DIR] [-listen HOST:PORT]   run the gateway (no -c: the embedded default)
+  portico client [-listen HOST:PORT] (-c FILE | LINK)      local SOCKS5/HTTP proxy through a tunnel
+  portico links (-c FILE | -state DIR)                     print share links, one per line
+  portico check -c FILE                                    validate a config and show what it would serve
+  portico uuid                                             print a new user UUID
+  portico version                                          print the version
+Common flags: -log-level debug|info|warn|error, -log-format text|json
+`)
+}

@@ -1,0 +1,528 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/portico-gw/portico/acme"
+	"github.com/portico-gw/portico/protocols"
+	"github.com/portico-gw/portico/protocols/httpproxy"
+	"github.com/portico-gw/portico/protocols/socks"
+	"github.com/portico-gw/portico/protocols/vless/vlessclient"
+	"github.com/portico-gw/portico/protocols/vless/vlessserver"
+	"github.com/portico-gw/portico/transports/rawtls"
+)
+
+// Options are what the command line adds to a config.
+type Options struct {
+	StateDir string       // for self-signed certificates and ACME storage; default DefaultStateDir()
+	Log      *slog.Logger // default slog.Default()
+}
+
+// Gateway is a config brought to life: the front door, the local proxy
+// listeners, the router and its outbounds. New builds it, Start listens,
+// Shutdown drains.
+type Gateway struct {
+	cfg    *Config
+	log    *slog.Logger
+	router *Router
+
+	front     *FrontDoor
+	certs     acme.Source
+	selfCert  *acme.Static // set for self-signed, for pins in links
+	acmeMgr   *acme.Manager
+	redirect  *http.Server
+	locals    []*localInbound
+	listeners []net.Listener
+	frontLn   net.Listener
+
+	wg     sync.WaitGroup
+	cancel context.CancelFunc
+}
+
+type localInbound struct {
+	tag, protocol, listen string
+	socks                 *socks.Server
+	http                  *httpproxy.Server
+}
+
+// New builds a gateway from a checked config. It reads certificate files and
+// creates the state it needs, but opens no listener.
+func New(cfg *Config, opts Options) (*Gateway, error) {
+	g := &Gateway{cfg: cfg, log: opts.Log}
+	if g.log == nil {
+		g.log = slog.Default()
+	}
+	outs, defOut, err := buildOutbounds(cfg.Outbounds)
+	if err != nil {
+		return nil, err
+	}
+	var rules []Rule
+	for i, rc := range cfg.Routing.Rules {
+		r, err := rc.build(fmt.Sprintf("routing.rules[%d]", i))
+		if err != nil {
+			return nil, err
+		}
+		rules = append(rules, r)
+	}
+	g.router, err = NewRouter(RouterOptions{Outbounds: outs, Default: defOut, Rules: rules,
+		Idle: cfg.Timeouts.Idle.Or(5 * time.Minute), DialTimeout: cfg.Timeouts.Dial.Or(10 * time.Second), Log: g.log})
+	if err != nil {
+		return nil, err
+	}
+
+	var raw []RawProtocol
+	for i, in := range cfg.Inbounds {
+		tag := in.Tag
+		if tag == "" {
+			tag = fmt.Sprintf("%s-%d", in.Protocol, i)
+		}
+		switch s := in.settings.(type) {
+		case *VLESSInbound:
+			users := make([]vlessserver.User, 0, len(s.Clients))
+			for _, c := range s.Clients {
+				users = append(users, vlessserver.User{ID: uuid.MustParse(c.ID), Email: c.Email, Level: c.Level, Flow: c.Flow})
+			}
+			srv, err := vlessserver.New(vlessserver.Options{Users: users, Inbound: tag, Transport: "tls", Log: g.log})
+			if err != nil {
+				return nil, fmt.Errorf("inbounds[%d]: %w", i, err)
+			}
+			raw = append(raw, RawProtocol{Name: "vless", Inbound: tag, Match: srv.Match, Server: srv})
+		case *LocalProxyInbound:
+			users := map[string]string{}
+			for _, a := range s.Accounts {
+				users[a.User] = a.Pass
+			}
+			li := &localInbound{tag: tag, protocol: in.Protocol, listen: in.Listen}
+			if in.Protocol != "http" {
+				li.socks = &socks.Server{Users: users, Inbound: tag, Log: g.log}
+			}
+			if in.Protocol != "socks" {
+				li.http = &httpproxy.Server{Users: users, Inbound: tag, Log: g.log}
+			}
+			g.locals = append(g.locals, li)
+		}
+	}
+
+	if cfg.Server != nil {
+		if err := g.buildFront(cfg.Server, raw, opts); err != nil {
+			return nil, err
+		}
+	}
+	return g, nil
+}
+
+func buildOutbounds(list []OutboundConfig) (map[string]protocols.Dialer, string, error) {
+	outs := map[string]protocols.Dialer{}
+	if len(list) == 0 {
+		outs["direct"] = &Direct{}
+		return outs, "direct", nil
+	}
+	def := ""
+	for i, oc := range list {
+		tag := oc.Tag
+		if tag == "" {
+			tag = fmt.Sprintf("%s-%d", oc.Protocol, i)
+		}
+		if def == "" {
+			def = tag
+		}
+		var d protocols.Dialer
+		switch s := oc.settings.(type) {
+		case *DirectOutbound:
+			dd := &Direct{}
+			if s.Bind != "" {
+				dd.Bind = netip.MustParseAddr(s.Bind)
+			}
+			d = dd
+		case *VLESSOutbound:
+			c, err := vlessOutbound(s, oc.StreamSettings)
+			if err != nil {
+				return nil, "", fmt.Errorf("outbounds[%d]: %w", i, err)
+			}
+			d = c
+		default:
+			if oc.Protocol == "block" || oc.Protocol == "blackhole" {
+				d = Block{}
+			} else {
+				d = &Direct{}
+			}
+		}
+		outs[tag] = d
+	}
+	return outs, def, nil
+}
+
+func vlessOutbound(s *VLESSOutbound, ss *StreamSettings) (*vlessclient.Client, error) {
+	v := s.Vnext[0]
+	carrier, err := carrierDialer(v.Address, v.Port, ss)
+	if err != nil {
+		return nil, err
+	}
+	return vlessclient.New(vlessclient.Options{ID: uuid.MustParse(v.Users[0].ID), Flow: v.Users[0].Flow, Carrier: carrier})
+}
+
+// carrierDialer turns streamSettings into the transport a protocol client
+// dials. Only raw TLS and plain TCP exist yet.
+func carrierDialer(host string, port uint16, ss *StreamSettings) (protocols.ConnDialer, error) {
+	addr := net.JoinHostPort(host, fmt.Sprint(port))
+	if ss == nil {
+		ss = &StreamSettings{}
+	}
+	if ss.Security == "none" {
+		return &rawtls.Dialer{Address: addr}, nil
+	}
+	t := ss.TLSSettings
+	sni := t.ServerName
+	if sni == "" && net.ParseIP(host) == nil {
+		sni = host
+	}
+	cfg, err := rawtls.ClientConfig(sni, t.Pin, t.AllowInsecure, t.ALPN)
+	if err != nil {
+		return nil, err
+	}
+	return &rawtls.Dialer{Address: addr, TLS: cfg}, nil
+}
+
+func (g *Gateway) buildFront(sc *ServerConfig, raw []RawProtocol, opts Options) error {
+	stateDir := opts.StateDir
+	if sc.TLS.StateDir != "" {
+		stateDir = sc.TLS.StateDir
+	}
+	needState := func() (string, error) {
+		if stateDir == "" {
+			d, err := DefaultStateDir()
+			if err != nil {
+				return "", err
+			}
+			stateDir = d
+		}
+		return stateDir, EnsureStateDir(stateDir)
+	}
+	alpn := sc.TLS.ALPN
+	if len(alpn) == 0 {
+		alpn = []string{"h2", "http/1.1"}
+	}
+	switch sc.TLS.Source {
+	case "", "self-signed":
+		dir, err := needState()
+		if err != nil {
+			return err
+		}
+		st, err := acme.SelfSigned(dir, sc.TLS.Hosts)
+		if err != nil {
+			return err
+		}
+		g.certs, g.selfCert = st, st
+	case "files":
+		fsrc, err := acme.Files(sc.TLS.CertFile, sc.TLS.KeyFile, g.log)
+		if err != nil {
+			return err
+		}
+		g.certs = fsrc
+	case "acme":
+		a := sc.TLS.ACME
+		storage := a.Storage
+		if storage == "" {
+			dir, err := needState()
+			if err != nil {
+				return err
+			}
+			storage = filepath.Join(dir, "acme")
+		}
+		var roots *x509.CertPool
+		if a.CARoot != "" {
+			pem, err := os.ReadFile(a.CARoot)
+			if err != nil {
+				return fmt.Errorf("server.tls.acme.caRoot: %w", unwrapPathErr(err))
+			}
+			roots = x509.NewCertPool()
+			if !roots.AppendCertsFromPEM(pem) {
+				return fmt.Errorf("server.tls.acme.caRoot: %s holds no PEM certificate", a.CARoot)
+			}
+		}
+		mo := acme.ACMEOptions{Domains: a.Domains, CA: a.CA, Email: a.Email, StorageDir: storage,
+			TrustedRoots: roots, Log: g.log}
+		if len(a.Challenges) > 0 {
+			mo.DisableHTTP01 = !contains(a.Challenges, "http-01")
+			mo.DisableTLSALPN01 = !contains(a.Challenges, "tls-alpn-01")
+		}
+		_, httpsPort, _ := net.SplitHostPort(sc.Listen)
+		mo.AltTLSALPNPort = atoiOr(httpsPort, 0)
+		if hl := g.httpListen(); hl != "" {
+			_, p, _ := net.SplitHostPort(hl)
+			mo.AltHTTPPort = atoiOr(p, 0)
+		}
+		m, err := acme.NewACME(mo)
+		if err != nil {
+			return err
+		}
+		g.certs, g.acmeMgr = m, m
+		alpn = append(alpn, m.NextProtos()...)
+	}
+
+	var site http.Handler
+	switch {
+	case sc.Decoy.Upstream != "":
+		h, err := ProxySite(sc.Decoy.Upstream)
+		if err != nil {
+			return fmt.Errorf("server.decoy.upstream: %w", err)
+		}
+		site = h
+	case sc.Decoy.Dir != "":
+		var fsys fs.FS
+		fsys, err := DirSite(sc.Decoy.Dir)
+		if err != nil {
+			return fmt.Errorf("server.decoy.dir: %w", err)
+		}
+		site = SiteHandler(fsys)
+	default:
+		site = SiteHandler(BuiltinSite())
+	}
+	g.front = &FrontDoor{
+		TLS: &tls.Config{GetCertificate: g.certs.GetCertificate, NextProtos: alpn,
+			MinVersion: tls.VersionTLS12},
+		HTTP:             site,
+		Protocols:        raw,
+		Handler:          g.router,
+		Log:              g.log,
+		HandshakeTimeout: g.cfg.Timeouts.Handshake.Or(10 * time.Second),
+	}
+	return nil
+}
+
+func atoiOr(s string, def int) int {
+	var n int
+	if _, err := fmt.Sscan(s, &n); err != nil {
+		return def
+	}
+	return n
+}
+
+// httpListen is the plain-HTTP listener's address, "" when off.
+func (g *Gateway) httpListen() string {
+	sc := g.cfg.Server
+	switch {
+	case sc == nil || sc.HTTPListen == "off":
+		return ""
+	case sc.HTTPListen != "":
+		return sc.HTTPListen
+	case sc.TLS.Source == "acme":
+		return ":80"
+	}
+	return ""
+}
+
+// Pin is the SHA-256 pin of the self-signed certificate, "" otherwise.
+func (g *Gateway) Pin() string {
+	if g.selfCert == nil {
+		return ""
+	}
+	return g.selfCert.Pin()
+}
+
+// Router returns the gateway's router (counters, active tunnels).
+func (g *Gateway) Router() *Router { return g.router }
+
+// Start opens every listener and starts serving. On error nothing is left
+// listening.
+func (g *Gateway) Start(ctx context.Context) error {
+	ctx, g.cancel = context.WithCancel(ctx)
+	fail := func(err error) error {
+		for _, ln := range g.listeners {
+			ln.Close()
+		}
+		g.listeners = nil
+		g.cancel()
+		return err
+	}
+	if g.front != nil {
+		ln, err := listen(g.cfg.Server.Listen, "server.listen")
+		if err != nil {
+			return fail(err)
+		}
+		g.frontLn = ln
+		g.listeners = append(g.listeners, ln)
+		if hl := g.httpListen(); hl != "" {
+			hln, err := listen(hl, "server.httpListen")
+			if err != nil {
+				return fail(err)
+			}
+			g.listeners = append(g.listeners, hln)
+			var h http.Handler = RedirectHandler(portOf(ln.Addr()))
+			if g.acmeMgr != nil {
+				h = g.acmeMgr.HTTPChallengeHandler(h)
+			}
+			g.redirect = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slogErrorLog(g.log)}
+			g.goServe(func() { g.redirect.Serve(hln) })
+		}
+	}
+	lns := make([]net.Listener, len(g.locals))
+	for i, li := range g.locals {
+		ln, err := listen(li.listen, fmt.Sprintf("inbound %q listen", li.tag))
+		if err != nil {
+			return fail(err)
+		}
+		lns[i] = ln
+		g.listeners = append(g.listeners, ln)
+	}
+	if g.acmeMgr != nil {
+		// Serve first: the CA validates through our own listeners.
+		g.goServe(func() { g.front.Serve(g.frontLn) })
+		g.log.Info("obtaining certificate", "domains", g.cfg.Server.TLS.ACME.Domains)
+		if err := g.acmeMgr.Manage(ctx); err != nil {
+			g.front.Close()
+			return fail(fmt.Errorf("acme: %w", err))
+		}
+	} else if g.front != nil {
+		g.goServe(func() { g.front.Serve(g.frontLn) })
+	}
+	for i, li := range g.locals {
+		ln, li := lns[i], li
+		g.goServe(func() { g.serveLocal(ctx, ln, li) })
+	}
+	if g.front != nil {
+		g.log.Info("serving", "listen", g.frontLn.Addr().String(), "tls", orDefault(g.cfg.Server.TLS.Source, "self-signed"), "protocols", len(g.front.Protocols))
+	}
+	for i, li := range g.locals {
+		g.log.Info("local proxy", "protocol", li.protocol, "listen", lns[i].Addr().String())
+	}
+	return nil
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+func portOf(a net.Addr) string {
+	_, p, _ := net.SplitHostPort(a.String())
+	return p
+}
+
+func (g *Gateway) goServe(f func()) {
+	g.wg.Add(1)
+	go func() { defer g.wg.Done(); f() }()
+}
+
+// listen opens a TCP listener with an error a user can act on.
+func listen(addr, what string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		switch {
+		case errors.Is(err, syscall.EADDRINUSE):
+			return nil, fmt.Errorf("%s: %s is already in use by another program", what, addr)
+		case errors.Is(err, syscall.EACCES):
+			return nil, fmt.Errorf("%s: no permission to listen on %s (ports below 1024 need root or CAP_NET_BIND_SERVICE)", what, addr)
+		case errors.Is(err, syscall.EADDRNOTAVAIL):
+			return nil, fmt.Errorf("%s: %s is not an address of this machine", what, addr)
+		}
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return ln, nil
+}
+
+// Addr is the front door's address once started.
+func (g *Gateway) Addr() net.Addr {
+	if g.frontLn == nil {
+		return nil
+	}
+	return g.frontLn.Addr()
+}
+
+// LocalAddrs are the local proxy listeners' addresses once started.
+func (g *Gateway) LocalAddrs() []net.Addr {
+	var out []net.Addr
+	for _, ln := range g.listeners {
+		if ln != g.frontLn {
+			out = append(out, ln.Addr())
+		}
+	}
+	return out
+}
+
+// Shutdown stops accepting, lets tunnels finish until ctx is done, then
+// closes what is left.
+func (g *Gateway) Shutdown(ctx context.Context) error {
+	for _, ln := range g.listeners {
+		ln.Close()
+	}
+	var err error
+	if g.front != nil {
+		err = g.front.Shutdown(ctx)
+	}
+	if g.redirect != nil {
+		g.redirect.Shutdown(ctx)
+	}
+	if werr := g.router.Wait(ctx); werr != nil {
+		g.log.Warn("shutdown: tunnels still open at the deadline are cut", "open", g.router.Active())
+		err = werr
+	}
+	if g.cancel != nil {
+		g.cancel() // ends every tunnel still relaying
+	}
+	if g.front != nil {
+		g.front.Close()
+	}
+	if g.acmeMgr != nil {
+		g.acmeMgr.Stop()
+	}
+	g.wg.Wait()
+	return err
+}
+
+// serveLocal accepts local proxy clients. A mixed listener tells SOCKS5
+// (first byte 5) from HTTP by the first byte.
+func (g *Gateway) serveLocal(ctx context.Context, ln net.Listener, li *localInbound) {
+	hsTimeout := g.cfg.Timeouts.Handshake.Or(10 * time.Second)
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			return
+		}
+		go func() {
+			c.SetDeadline(time.Now().Add(hsTimeout))
+			h := &inboundHandler{next: g.router, carrier: c, inbound: li.tag, source: remoteAddrPort(c)}
+			var srv protocols.Server = li.socks
+			if li.socks == nil {
+				srv = li.http
+			} else if li.http != nil {
+				first := make([]byte, 1)
+				if _, err := c.Read(first); err != nil {
+					c.Close()
+					return
+				}
+				if first[0] != 5 {
+					srv = li.http
+				}
+				c = newPrefixConn(c, nil, first)
+			}
+			if err := srv.ServeConn(ctx, c, h); err != nil {
+				g.log.Debug("local proxy", "inbound", li.tag, "source", c.RemoteAddr().String(), "err", err)
+			}
+			c.Close()
+		}()
+	}
+}

@@ -1,0 +1,71 @@
+package gateway
+
+import (
+	"bytes"
+
+	"github.com/portico-gw/portico/protocols"
+)
+
+// httpStarts are the first bytes of every request line net/http serves, and
+// the HTTP/2 connection preface (RFC 9113 §3.4). A prefix that starts one of
+// these goes straight to the HTTP server; anything else first meets the
+// protocol matchers, and the decoy gets it only if none says yes. Routing by
+// content rather than by ALPN matters: tunnel clients often offer "h2" too.
+var httpStarts = [][]byte{
+	[]byte("GET "), []byte("HEAD "), []byte("POST "), []byte("PUT "), []byte("DELETE "),
+	[]byte("OPTIONS "), []byte("PATCH "), []byte("CONNECT "), []byte("TRACE "),
+	[]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+}
+
+// matchHTTP is a protocols.Matcher for HTTP/1.x request lines and the HTTP/2
+// preface.
+func matchHTTP(prefix []byte) (bool, error) {
+	more := false
+	for _, s := range httpStarts {
+		switch {
+		case bytes.HasPrefix(prefix, s):
+			return true, nil
+		case len(prefix) < len(s) && bytes.HasPrefix(s, prefix):
+			more = true
+		}
+	}
+	if more {
+		return false, protocols.ErrNeedMore
+	}
+	return false, nil
+}
+
+// verdict of the classifier over a prefix.
+type verdict int
+
+const (
+	verdictMore  verdict = iota // read more and ask again
+	verdictHTTP                 // the HTTP server
+	verdictProto                // the protocol at index proto
+	verdictDecoy                // no one wants it: the decoy, with every byte replayed
+)
+
+// classify asks the HTTP matcher, then each protocol's matcher in order
+// (cheapest first, as the front door orders them). A matcher's hard error
+// counts as a no.
+func classify(prefix []byte, matchers []protocols.Matcher) (v verdict, proto int) {
+	more := false
+	if ok, err := matchHTTP(prefix); ok {
+		return verdictHTTP, -1
+	} else if err == protocols.ErrNeedMore {
+		more = true
+	}
+	for i, m := range matchers {
+		ok, err := m(prefix)
+		if ok {
+			return verdictProto, i
+		}
+		if err == protocols.ErrNeedMore {
+			more = true
+		}
+	}
+	if more {
+		return verdictMore, -1
+	}
+	return verdictDecoy, -1
+}

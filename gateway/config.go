@@ -1,0 +1,405 @@
+package gateway
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is Portico's JSON config: one file for a server and for a client.
+// docs/config.md documents every field and its default. Only this package
+// knows the JSON; everything else takes plain option structs.
+type Config struct {
+	Log       LogConfig        `json:"log"`
+	Server    *ServerConfig    `json:"server"`    // the HTTPS front door; nil on a pure client
+	Inbounds  []InboundConfig  `json:"inbounds"`  // tunnel protocols (on the front door) and local proxies
+	Outbounds []OutboundConfig `json:"outbounds"` // the first is the default; none = direct
+	Routing   RoutingConfig    `json:"routing"`
+	Timeouts  TimeoutConfig    `json:"timeouts"`
+}
+
+// LogConfig chooses the log level and format.
+type LogConfig struct {
+	Level  string `json:"level"`  // debug, info (default), warn, error
+	Format string `json:"format"` // text (default) or json
+}
+
+// ServerConfig is the front door.
+type ServerConfig struct {
+	Listen     string      `json:"listen"`     // default "127.0.0.1:8443"; ":443" on a real server
+	TLS        TLSConfig   `json:"tls"`        //
+	HTTPListen string      `json:"httpListen"` // plain HTTP: redirect to https and ACME HTTP-01; default ":80" with ACME, else off; "off" turns it off
+	Decoy      DecoyConfig `json:"decoy"`
+}
+
+// TLSConfig says where the front door's certificate comes from.
+type TLSConfig struct {
+	Source   string     `json:"source"`   // "self-signed" (default), "files", "acme"
+	Hosts    []string   `json:"hosts"`    // self-signed: names and IPs in the certificate
+	StateDir string     `json:"stateDir"` // self-signed: where the certificate is kept; default the state dir
+	CertFile string     `json:"certFile"` // files
+	KeyFile  string     `json:"keyFile"`  // files
+	ACME     ACMEConfig `json:"acme"`
+	ALPN     []string   `json:"alpn"` // default ["h2", "http/1.1"]
+}
+
+// ACMEConfig configures certificates from an ACME CA.
+type ACMEConfig struct {
+	Domains    []string `json:"domains"`
+	CA         string   `json:"ca"`         // directory URL; default Let's Encrypt
+	Email      string   `json:"email"`      //
+	Storage    string   `json:"storage"`    // default <state dir>/acme
+	CARoot     string   `json:"caRoot"`     // PEM file of a CA root to trust for the directory (tests, private CAs)
+	Challenges []string `json:"challenges"` // "http-01", "tls-alpn-01"; default both
+}
+
+// DecoyConfig is what everyone without a key sees. Neither set: the
+// built-in site.
+type DecoyConfig struct {
+	Dir      string `json:"dir"`      // serve this folder
+	Upstream string `json:"upstream"` // reverse proxy to this URL
+}
+
+// InboundConfig is one entry point: a tunnel protocol on the front door
+// (vless, …), or a local proxy with its own listener (mixed, socks, http).
+type InboundConfig struct {
+	Tag      string          `json:"tag"`
+	Protocol string          `json:"protocol"`
+	Listen   string          `json:"listen"` // local proxies only
+	Settings json.RawMessage `json:"settings"`
+
+	settings any // Settings decoded for Protocol by check
+}
+
+// OutboundConfig is one way out.
+type OutboundConfig struct {
+	Tag            string          `json:"tag"`
+	Protocol       string          `json:"protocol"` // direct, block, vless, …
+	Settings       json.RawMessage `json:"settings"`
+	StreamSettings *StreamSettings `json:"streamSettings"`
+
+	settings any // Settings decoded for Protocol by check
+}
+
+// StreamSettings is how a protocol client reaches its server, in V2Ray's
+// shape so that existing configs read naturally.
+type StreamSettings struct {
+	Network     string            `json:"network"`  // "tcp" (default)
+	Security    string            `json:"security"` // "tls" (default) or "none"
+	TLSSettings ClientTLSSettings `json:"tlsSettings"`
+}
+
+// ClientTLSSettings verifies the server. With Pin set, exactly that
+// certificate is accepted, whoever signed it.
+type ClientTLSSettings struct {
+	ServerName    string   `json:"serverName"`
+	Pin           string   `json:"pin"` // hex SHA-256 of the server certificate (DER)
+	AllowInsecure bool     `json:"allowInsecure"`
+	ALPN          []string `json:"alpn"`
+}
+
+// RoutingConfig picks an outbound per tunnel.
+type RoutingConfig struct {
+	Rules []RuleConfig `json:"rules"`
+}
+
+// RuleConfig is one routing rule; conditions that are set must all hold.
+type RuleConfig struct {
+	InboundTag  []string `json:"inboundTag"`
+	Domain      []string `json:"domain"`  // suffixes
+	IP          []string `json:"ip"`      // CIDRs or single IPs
+	Port        string   `json:"port"`    // "53", "80,443", "1000-2000"
+	Network     string   `json:"network"` // "tcp" or "udp"
+	OutboundTag string   `json:"outboundTag"`
+}
+
+// TimeoutConfig holds the gateway's timeouts.
+type TimeoutConfig struct {
+	Handshake Duration `json:"handshake"` // TLS handshake plus protocol header; default 10s
+	Idle      Duration `json:"idle"`      // a tunnel with no bytes either way; default 5m
+	Dial      Duration `json:"dial"`      // one outbound dial; default 10s
+	Drain     Duration `json:"drain"`     // on shutdown, how long tunnels may finish; default 10s
+}
+
+// Duration is a time.Duration written as "10s", "1m30s", or a number of
+// seconds.
+type Duration time.Duration
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	if len(b) > 0 && b[0] == '"' {
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		v, err := time.ParseDuration(s)
+		if err != nil || v < 0 {
+			return fmt.Errorf("%q is not a duration like \"10s\" or \"1m30s\"", s)
+		}
+		*d = Duration(v)
+		return nil
+	}
+	secs, err := strconv.ParseFloat(string(b), 64)
+	if err != nil || secs < 0 {
+		return fmt.Errorf("%s is not a duration: use a string like \"10s\" or a number of seconds", b)
+	}
+	*d = Duration(secs * float64(time.Second))
+	return nil
+}
+
+// MarshalJSON writes the string form.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return json.Marshal(time.Duration(d).String())
+}
+
+// Or returns d, or def when d is zero.
+func (d Duration) Or(def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return time.Duration(d)
+}
+
+// LoadConfig reads and checks a config file.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	cfg, err := ParseConfig(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// ParseConfig decodes and checks a config. Every error names the field by
+// its path, e.g. "inbounds[0].settings.clients[2].id: not a UUID".
+func ParseConfig(data []byte) (*Config, error) {
+	var cfg Config
+	if err := decodeStrict(data, &cfg, ""); err != nil {
+		return nil, err
+	}
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+// Inbound protocol families.
+var (
+	tunnelProtocols = []string{"vless"}
+	localProtocols  = []string{"mixed", "socks", "http"}
+)
+
+func (c *Config) check() error {
+	if err := c.Log.check(); err != nil {
+		return err
+	}
+	tags := map[string]string{}
+	tunnels := 0
+	for i := range c.Inbounds {
+		in := &c.Inbounds[i]
+		p := fmt.Sprintf("inbounds[%d]", i)
+		switch {
+		case contains(tunnelProtocols, in.Protocol):
+			tunnels++
+			if in.Listen != "" {
+				return fmt.Errorf("%s.listen: %s inbounds are served on server.listen; remove this field", p, in.Protocol)
+			}
+		case contains(localProtocols, in.Protocol):
+			if err := checkHostPort(in.Listen, p+".listen", true); err != nil {
+				return err
+			}
+		case in.Protocol == "":
+			return fmt.Errorf("%s.protocol: missing; one of %s", p, strings.Join(append(append([]string{}, tunnelProtocols...), localProtocols...), ", "))
+		default:
+			return fmt.Errorf("%s.protocol: unknown protocol %q; one of %s", p, in.Protocol, strings.Join(append(append([]string{}, tunnelProtocols...), localProtocols...), ", "))
+		}
+		if in.Tag != "" {
+			if prev, dup := tags[in.Tag]; dup {
+				return fmt.Errorf("%s.tag: %q is already the tag of %s", p, in.Tag, prev)
+			}
+			tags[in.Tag] = p
+		}
+		if err := checkInboundSettings(in, p); err != nil {
+			return err
+		}
+	}
+	if tunnels > 0 && c.Server == nil {
+		return fmt.Errorf("server: missing, but inbounds has tunnel protocols that need the front door")
+	}
+	if c.Server != nil {
+		if err := c.Server.check(); err != nil {
+			return err
+		}
+	}
+	if len(c.Inbounds) == 0 && c.Server == nil {
+		return fmt.Errorf("inbounds: empty; nothing to serve")
+	}
+	outTags := map[string]string{}
+	for i := range c.Outbounds {
+		out := &c.Outbounds[i]
+		p := fmt.Sprintf("outbounds[%d]", i)
+		if out.Tag != "" {
+			if prev, dup := outTags[out.Tag]; dup {
+				return fmt.Errorf("%s.tag: %q is already the tag of %s", p, out.Tag, prev)
+			}
+			outTags[out.Tag] = p
+		}
+		if err := checkOutbound(out, p); err != nil {
+			return err
+		}
+	}
+	for i, r := range c.Routing.Rules {
+		p := fmt.Sprintf("routing.rules[%d]", i)
+		if _, err := r.build(p); err != nil {
+			return err
+		}
+		if _, ok := outTags[r.OutboundTag]; !ok && !(r.OutboundTag == "direct" && len(c.Outbounds) == 0) {
+			return fmt.Errorf("%s.outboundTag: no outbound has tag %q", p, r.OutboundTag)
+		}
+		for _, t := range r.InboundTag {
+			if _, ok := tags[t]; !ok {
+				return fmt.Errorf("%s.inboundTag: no inbound has tag %q", p, t)
+			}
+		}
+	}
+	return nil
+}
+
+func (l LogConfig) check() error {
+	switch l.Level {
+	case "", "debug", "info", "warn", "warning", "error":
+	default:
+		return fmt.Errorf("log.level: %q is not one of debug, info, warn, error", l.Level)
+	}
+	switch l.Format {
+	case "", "text", "json":
+	default:
+		return fmt.Errorf("log.format: %q is not one of text, json", l.Format)
+	}
+	return nil
+}
+
+func (s *ServerConfig) check() error {
+	if err := checkHostPort(s.Listen, "server.listen", false); err != nil {
+		return err
+	}
+	if s.HTTPListen != "" && s.HTTPListen != "off" {
+		if err := checkHostPort(s.HTTPListen, "server.httpListen", true); err != nil {
+			return err
+		}
+	}
+	t := s.TLS
+	switch t.Source {
+	case "", "self-signed":
+		if t.CertFile != "" || t.KeyFile != "" || len(t.ACME.Domains) > 0 {
+			return fmt.Errorf("server.tls.source: certFile/keyFile/acme are set but source is self-signed; set \"source\": \"files\" or \"acme\"")
+		}
+		for i, h := range t.Hosts {
+			if h == "" || strings.ContainsAny(h, " /:") && net.ParseIP(h) == nil {
+				return fmt.Errorf("server.tls.hosts[%d]: %q is not a host name or IP", i, h)
+			}
+		}
+	case "files":
+		if t.CertFile == "" {
+			return fmt.Errorf("server.tls.certFile: required with source \"files\"")
+		}
+		if t.KeyFile == "" {
+			return fmt.Errorf("server.tls.keyFile: required with source \"files\"")
+		}
+	case "acme":
+		if len(t.ACME.Domains) == 0 {
+			return fmt.Errorf("server.tls.acme.domains: required with source \"acme\"")
+		}
+		for i, d := range t.ACME.Domains {
+			if d == "" || strings.ContainsAny(d, " /:") {
+				return fmt.Errorf("server.tls.acme.domains[%d]: %q is not a domain name", i, d)
+			}
+		}
+		for i, ch := range t.ACME.Challenges {
+			if ch != "http-01" && ch != "tls-alpn-01" {
+				return fmt.Errorf("server.tls.acme.challenges[%d]: %q is not http-01 or tls-alpn-01", i, ch)
+			}
+		}
+	default:
+		return fmt.Errorf("server.tls.source: %q is not one of self-signed, files, acme", t.Source)
+	}
+	if s.Decoy.Dir != "" && s.Decoy.Upstream != "" {
+		return fmt.Errorf("server.decoy: set dir or upstream, not both")
+	}
+	return nil
+}
+
+// checkHostPort accepts "host:port", ":port" and "[v6]:port".
+func checkHostPort(s, path string, required bool) error {
+	if s == "" {
+		if required {
+			return fmt.Errorf("%s: required (like \"127.0.0.1:1080\")", path)
+		}
+		return nil
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("%s: %q is not host:port", path, s)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || (n == 0 && port != "0") {
+		return fmt.Errorf("%s: port %q is not a number from 0 to 65535", path, port)
+	}
+	if host != "" && strings.ContainsAny(host, " /") {
+		return fmt.Errorf("%s: %q is not a host", path, host)
+	}
+	return nil
+}
+
+func (r RuleConfig) build(path string) (Rule, error) {
+	rule := Rule{Inbounds: r.InboundTag, Outbound: r.OutboundTag}
+	if r.OutboundTag == "" {
+		return rule, fmt.Errorf("%s.outboundTag: required", path)
+	}
+	for _, d := range r.Domain {
+		rule.Domains = append(rule.Domains, strings.ToLower(strings.TrimSuffix(d, ".")))
+	}
+	for i, s := range r.IP {
+		pfx, err := netip.ParsePrefix(s)
+		if err != nil {
+			ip, err2 := netip.ParseAddr(s)
+			if err2 != nil {
+				return rule, fmt.Errorf("%s.ip[%d]: %q is not an IP or CIDR", path, i, s)
+			}
+			pfx = netip.PrefixFrom(ip, ip.BitLen())
+		}
+		rule.IPs = append(rule.IPs, pfx.Masked())
+	}
+	if r.Port != "" {
+		for _, part := range strings.Split(r.Port, ",") {
+			lo, hi, isRange := strings.Cut(strings.TrimSpace(part), "-")
+			a, err1 := strconv.ParseUint(lo, 10, 16)
+			b := a
+			var err2 error
+			if isRange {
+				b, err2 = strconv.ParseUint(hi, 10, 16)
+			}
+			if err1 != nil || err2 != nil || b < a {
+				return rule, fmt.Errorf("%s.port: %q is not a port list like \"80,443,1000-2000\"", path, r.Port)
+			}
+			rule.Ports = append(rule.Ports, PortRange{uint16(a), uint16(b)})
+		}
+	}
+	switch r.Network {
+	case "":
+	case "tcp":
+		rule.Network = 1
+	case "udp":
+		rule.Network = 2
+	default:
+		return rule, fmt.Errorf("%s.network: %q is not tcp or udp", path, r.Network)
+	}
+	return rule, nil
+}

@@ -1,0 +1,97 @@
+package gateway
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+const goodUUID = "b831381d-6324-4d53-ad4f-8cda48b30811"
+
+func TestParseConfigErrors(t *testing.T) {
+	tests := []struct {
+		name, json, want string
+	}{
+		{"syntax", `{"server": {"listen": "1.2.3.4:1",}}`, "invalid JSON at line 1, column 35"},
+		{"truncated", `{"server": {`, "invalid JSON: unexpected end of input"},
+		{"trailing", `{} {}`, "unexpected data after the JSON value"},
+		{"unknown top", `{"inbound": []}`, `inbound: unknown field (did you mean "inbounds"?)`},
+		{"case typo", `{"server": {"Listen": ":1"}}`, `server.Listen: unknown field (did you mean "listen"?)`},
+		{"wrong type", `{"server": {"listen": 443}}`, "server.listen: want a string, got a number"},
+		{"bad uuid", `{"server": {}, "inbounds": [{"protocol": "vless", "settings": {"clients": [{"id": "` + goodUUID + `"}, {"id": "` + goodUUID + `x"}, {"id": "nope"}]}}]}`, "inbounds[0].settings.clients[1].id: not a UUID"},
+		{"unknown settings field", `{"server": {}, "inbounds": [{"protocol": "vless", "settings": {"clients": [{"id": "` + goodUUID + `", "alterid": 1}]}}]}`, "inbounds[0].settings.clients[0].alterid: unknown field"},
+		{"dup uuid", `{"server": {}, "inbounds": [{"protocol": "vless", "settings": {"clients": [{"id": "` + goodUUID + `"}, {"id": "` + strings.ToUpper(goodUUID) + `"}]}}]}`, "inbounds[0].settings.clients[1].id: same UUID as clients[0]"},
+		{"flow", `{"server": {}, "inbounds": [{"protocol": "vless", "settings": {"clients": [{"id": "` + goodUUID + `", "flow": "xtls-rprx-vision"}]}}]}`, `flow "xtls-rprx-vision" is not supported`},
+		{"no clients", `{"server": {}, "inbounds": [{"protocol": "vless", "settings": {}}]}`, "inbounds[0].settings.clients: at least one client is required"},
+		{"unknown protocol", `{"inbounds": [{"protocol": "trojan"}]}`, `inbounds[0].protocol: unknown protocol "trojan"`},
+		{"tunnel without server", `{"inbounds": [{"protocol": "vless", "settings": {"clients": [{"id": "` + goodUUID + `"}]}}]}`, "server: missing"},
+		{"local without listen", `{"inbounds": [{"protocol": "mixed"}]}`, "inbounds[0].listen: required"},
+		{"bad listen", `{"server": {"listen": "localhost"}}`, `server.listen: "localhost" is not host:port`},
+		{"bad port", `{"server": {"listen": ":99999"}}`, `server.listen: port "99999"`},
+		{"tls source", `{"server": {"tls": {"source": "letsencrypt"}}}`, `server.tls.source: "letsencrypt" is not one of`},
+		{"files need cert", `{"server": {"tls": {"source": "files", "keyFile": "k"}}}`, "server.tls.certFile: required"},
+		{"acme needs domains", `{"server": {"tls": {"source": "acme"}}}`, "server.tls.acme.domains: required"},
+		{"acme challenge", `{"server": {"tls": {"source": "acme", "acme": {"domains": ["a.b"], "challenges": ["dns-01"]}}}}`, `server.tls.acme.challenges[0]: "dns-01"`},
+		{"decoy both", `{"server": {"decoy": {"dir": "/x", "upstream": "http://a"}}}`, "server.decoy: set dir or upstream, not both"},
+		{"duration", `{"server": {}, "timeouts": {"idle": "5 minutes"}}`, `timeouts.idle: "5 minutes" is not a duration`},
+		{"rule outbound", `{"server": {}, "outbounds": [{"tag": "out", "protocol": "direct"}], "routing": {"rules": [{"outboundTag": "nope"}]}}`, `routing.rules[0].outboundTag: no outbound has tag "nope"`},
+		{"rule ip", `{"server": {}, "outbounds": [{"tag": "b", "protocol": "block"}], "routing": {"rules": [{"ip": ["10.0.0.0/40"], "outboundTag": "b"}]}}`, `routing.rules[0].ip[0]: "10.0.0.0/40" is not an IP or CIDR`},
+		{"rule port", `{"server": {}, "outbounds": [{"tag": "b", "protocol": "block"}], "routing": {"rules": [{"port": "90-80", "outboundTag": "b"}]}}`, `routing.rules[0].port`},
+		{"port range", `{"outbounds": [{"protocol": "vless", "settings": {"vnext": [{"address": "a", "port": 70000, "users": [{"id": "` + goodUUID + `"}]}]}}], "inbounds": [{"protocol": "mixed", "listen": "127.0.0.1:0"}]}`, "outbounds[0].settings.vnext[0].port: 70000 is not a whole number from 0 to 65535"},
+		{"pin", `{"outbounds": [{"protocol": "vless", "settings": {"vnext": [{"address": "a", "port": 1, "users": [{"id": "` + goodUUID + `"}]}]}, "streamSettings": {"tlsSettings": {"pin": "abc"}}}], "inbounds": [{"protocol": "mixed", "listen": "127.0.0.1:0"}]}`, "outbounds[0].streamSettings.tlsSettings.pin: want 64 hex digits"},
+		{"dup tag", `{"inbounds": [{"tag": "a", "protocol": "mixed", "listen": ":1"}, {"tag": "a", "protocol": "socks", "listen": ":2"}]}`, `inbounds[1].tag: "a" is already the tag of inbounds[0]`},
+		{"log level", `{"log": {"level": "loud"}, "server": {}}`, `log.level: "loud"`},
+		{"empty", `{}`, "inbounds: empty; nothing to serve"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseConfig([]byte(tt.json))
+			if err == nil {
+				t.Fatalf("accepted, want error containing %q", tt.want)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error = %q\nwant it to contain %q", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Fatalf("error spans lines: %q", err)
+			}
+		})
+	}
+}
+
+func TestParseConfigGood(t *testing.T) {
+	cfg, err := ParseConfig([]byte(`{
+		"log": {"level": "debug", "format": "json"},
+		"server": {"listen": "127.0.0.1:0", "tls": {"source": "self-signed", "hosts": ["example.test", "127.0.0.1"]}},
+		"inbounds": [
+			{"tag": "v", "protocol": "vless", "settings": {"decryption": "none", "clients": [{"id": "` + goodUUID + `", "email": "a@b", "level": 1}]}},
+			{"tag": "local", "protocol": "mixed", "listen": "127.0.0.1:0", "settings": {"accounts": [{"user": "u", "pass": "p"}]}}
+		],
+		"outbounds": [{"tag": "direct", "protocol": "freedom"}, {"tag": "block", "protocol": "blackhole"}],
+		"routing": {"rules": [{"domain": ["ads.example"], "port": "80,443,1000-2000", "outboundTag": "block"}]},
+		"timeouts": {"handshake": "3s", "idle": 90, "drain": "1m"}
+	}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Timeouts.Idle.Or(0); got != 90*time.Second {
+		t.Errorf("idle = %v, want 90s", got)
+	}
+	if got := cfg.Timeouts.Dial.Or(7 * time.Second); got != 7*time.Second {
+		t.Errorf("dial default = %v", got)
+	}
+	s, ok := cfg.Inbounds[0].settings.(*VLESSInbound)
+	if !ok || s.Clients[0].Email != "a@b" || s.Clients[0].Level != 1 {
+		t.Fatalf("vless settings = %#v", cfg.Inbounds[0].settings)
+	}
+	r, err := cfg.Routing.Rules[0].build("r")
+	if err != nil || len(r.Ports) != 3 || r.Ports[2] != (PortRange{1000, 2000}) {
+		t.Fatalf("rule = %+v, %v", r, err)
+	}
+	d := Describe(cfg)
+	for _, want := range []string{"front door: 127.0.0.1:0 (TLS self-signed)", "inbound v: vless on raw TLS, 1 user(s)", "inbound local: mixed proxy on 127.0.0.1:0, 1 account(s)", "outbound direct: freedom (default)", "-> block"} {
+		if !strings.Contains(d, want) {
+			t.Errorf("Describe lacks %q:\n%s", want, d)
+		}
+	}
+}

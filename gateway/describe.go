@@ -1,0 +1,59 @@
+package gateway
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Describe is `portico check`'s summary of what a config would serve.
+func Describe(cfg *Config) string {
+	var b strings.Builder
+	if s := cfg.Server; s != nil {
+		fmt.Fprintf(&b, "front door: %s (TLS %s)\n", orDefault(s.Listen, DefaultListen), orDefault(s.TLS.Source, "self-signed"))
+		switch {
+		case s.Decoy.Upstream != "":
+			fmt.Fprintf(&b, "  decoy: reverse proxy to %s\n", s.Decoy.Upstream)
+		case s.Decoy.Dir != "":
+			fmt.Fprintf(&b, "  decoy: static folder %s\n", s.Decoy.Dir)
+		default:
+			fmt.Fprintf(&b, "  decoy: built-in site\n")
+		}
+		g := Gateway{cfg: cfg}
+		if hl := g.httpListen(); hl != "" {
+			fmt.Fprintf(&b, "  plain HTTP: %s (redirect to https, ACME HTTP-01)\n", hl)
+		}
+	}
+	for i, in := range cfg.Inbounds {
+		tag := orDefault(in.Tag, fmt.Sprintf("%s-%d", in.Protocol, i))
+		switch s := in.settings.(type) {
+		case *VLESSInbound:
+			fmt.Fprintf(&b, "inbound %s: vless on raw TLS, %d user(s)\n", tag, len(s.Clients))
+		case *LocalProxyInbound:
+			auth := "no auth"
+			if len(s.Accounts) > 0 {
+				auth = fmt.Sprintf("%d account(s)", len(s.Accounts))
+			}
+			fmt.Fprintf(&b, "inbound %s: %s proxy on %s, %s\n", tag, in.Protocol, in.Listen, auth)
+		}
+	}
+	if len(cfg.Outbounds) == 0 {
+		fmt.Fprintf(&b, "outbound direct (default)\n")
+	}
+	for i, out := range cfg.Outbounds {
+		tag := orDefault(out.Tag, fmt.Sprintf("%s-%d", out.Protocol, i))
+		def := ""
+		if i == 0 {
+			def = " (default)"
+		}
+		switch s := out.settings.(type) {
+		case *VLESSOutbound:
+			fmt.Fprintf(&b, "outbound %s: vless to %s:%d%s\n", tag, s.Vnext[0].Address, s.Vnext[0].Port, def)
+		default:
+			fmt.Fprintf(&b, "outbound %s: %s%s\n", tag, out.Protocol, def)
+		}
+	}
+	for i, r := range cfg.Routing.Rules {
+		fmt.Fprintf(&b, "rule %d: inbound=%v domain=%v ip=%v port=%q network=%q -> %s\n", i, r.InboundTag, r.Domain, r.IP, r.Port, r.Network, r.OutboundTag)
+	}
+	return b.String()
+}

@@ -1,0 +1,311 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/portico-gw/portico/protocols"
+)
+
+// RawProtocol is one protocol served on raw TLS: its matcher picks the
+// connection from its first bytes, its server takes it from there.
+type RawProtocol struct {
+	Name    string // for logs: "vless", "vmess", "anytls"
+	Inbound string // the inbound's tag
+	Match   protocols.Matcher
+	Server  protocols.Server
+}
+
+// FrontDoor is the one HTTPS port: TLS, then the first bytes decide between
+// the HTTP server (the decoy site and HTTP-based transports) and the raw-TLS
+// protocols. A connection no protocol accepts reaches the HTTP server with
+// every byte it sent, so a prober sees exactly what the site would answer.
+type FrontDoor struct {
+	TLS       *tls.Config
+	HTTP      http.Handler      // the site: decoy, later transports' routes
+	Protocols []RawProtocol     // asked in this order
+	Handler   protocols.Handler // receives authenticated tunnels
+	Log       *slog.Logger
+
+	// HandshakeTimeout bounds the TLS handshake plus the protocol header.
+	// Zero means 10 s.
+	HandshakeTimeout time.Duration
+	// IdleTimeout closes idle HTTP keep-alive connections. Zero means 2 min.
+	IdleTimeout time.Duration
+
+	initOnce sync.Once
+	httpLn   *chanListener
+	httpSrv  *http.Server
+	matchers []protocols.Matcher
+
+	mu       sync.Mutex
+	ln       net.Listener
+	conns    sync.WaitGroup // connections still in their handshake
+	closing  bool
+	httpDone chan struct{}
+}
+
+func (f *FrontDoor) init(addr net.Addr) {
+	f.initOnce.Do(func() {
+		if f.Log == nil {
+			f.Log = slog.Default()
+		}
+		if f.HandshakeTimeout == 0 {
+			f.HandshakeTimeout = 10 * time.Second
+		}
+		if f.IdleTimeout == 0 {
+			f.IdleTimeout = 2 * time.Minute
+		}
+		for _, p := range f.Protocols {
+			f.matchers = append(f.matchers, p.Match)
+		}
+		f.httpLn = newChanListener(addr)
+		f.httpSrv = NewSiteServer(f.HTTP, f.Log, f.HandshakeTimeout, f.IdleTimeout)
+		f.httpDone = make(chan struct{})
+		go func() {
+			defer close(f.httpDone)
+			f.httpSrv.Serve(f.httpLn)
+		}()
+	})
+}
+
+// NewSiteServer is the HTTP server behind the front door: the decoy site and
+// HTTP-based transports. Tests use it alone as "the decoy answering
+// directly", which a fallback must be indistinguishable from.
+func NewSiteServer(h http.Handler, log *slog.Logger, headerTimeout, idle time.Duration) *http.Server {
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	// The front door terminated TLS already, so to net/http every conn is
+	// "unencrypted": HTTP/2 arrives as prior-knowledge h2 after ALPN h2.
+	protos.SetUnencryptedHTTP2(true)
+	return &http.Server{
+		Handler:           withTLSState(h),
+		Protocols:         &protos,
+		ReadHeaderTimeout: headerTimeout,
+		IdleTimeout:       idle,
+		ConnContext:       tlsStateContext,
+		ErrorLog:          slogErrorLog(log),
+	}
+}
+
+// Serve accepts connections on ln until Shutdown or an accept error.
+func (f *FrontDoor) Serve(ln net.Listener) error {
+	f.init(ln.Addr())
+	f.mu.Lock()
+	if f.closing {
+		f.mu.Unlock()
+		return http.ErrServerClosed
+	}
+	f.ln = ln
+	f.mu.Unlock()
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			f.mu.Lock()
+			closing := f.closing
+			f.mu.Unlock()
+			if closing {
+				return http.ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, errTooManyFiles) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				f.Log.Warn("accept", "err", err, "retry_in", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		f.mu.Lock()
+		if f.closing {
+			f.mu.Unlock()
+			c.Close()
+			return http.ErrServerClosed
+		}
+		f.conns.Add(1)
+		f.mu.Unlock()
+		go func() {
+			defer f.conns.Done()
+			f.handle(c)
+		}()
+	}
+}
+
+// Shutdown stops accepting, lets the HTTP server finish its requests, and
+// waits for connections still in their handshake, until ctx is done. Tunnels
+// already handed to the Handler are the Handler's to drain.
+func (f *FrontDoor) Shutdown(ctx context.Context) error {
+	f.mu.Lock()
+	f.closing = true
+	ln := f.ln
+	f.mu.Unlock()
+	if ln != nil {
+		ln.Close()
+	}
+	if f.httpSrv == nil {
+		return nil
+	}
+	err := f.httpSrv.Shutdown(ctx)
+	done := make(chan struct{})
+	go func() { f.conns.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		if err == nil {
+			err = ctx.Err()
+		}
+	}
+	return err
+}
+
+// Close stops everything at once.
+func (f *FrontDoor) Close() error {
+	f.mu.Lock()
+	f.closing = true
+	ln := f.ln
+	f.mu.Unlock()
+	if ln != nil {
+		ln.Close()
+	}
+	if f.httpSrv != nil {
+		return f.httpSrv.Close()
+	}
+	return nil
+}
+
+// peekLimit bounds the bytes the classifier reads before giving up on every
+// matcher: far more than any protocol needs to say yes or no.
+const peekLimit = 4096
+
+func (f *FrontDoor) handle(raw net.Conn) {
+	deadline := time.Now().Add(f.HandshakeTimeout)
+	raw.SetDeadline(deadline)
+	tc := tls.Server(raw, f.TLS)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	err := tc.HandshakeContext(ctx)
+	cancel()
+	if err != nil {
+		f.Log.Debug("tls handshake failed", "source", raw.RemoteAddr().String(), "err", err)
+		raw.Close()
+		return
+	}
+	state := tc.ConnectionState()
+	if state.NegotiatedProtocol == "acme-tls/1" {
+		// A TLS-ALPN-01 validation: the handshake itself was the answer.
+		tc.Close()
+		return
+	}
+
+	buf := make([]byte, 0, 512)
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := tc.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		v, i := classify(buf, f.matchers)
+		if v == verdictMore && len(buf) >= peekLimit {
+			v = verdictDecoy
+		}
+		if v == verdictMore && err != nil {
+			// EOF or the deadline before anyone could decide: whatever was
+			// sent is the decoy's to answer, exactly as it would alone.
+			v = verdictDecoy
+		}
+		switch v {
+		case verdictMore:
+			continue
+		case verdictHTTP, verdictDecoy:
+			if len(buf) == 0 && err != nil {
+				tc.Close()
+				return
+			}
+			if v == verdictDecoy {
+				f.Log.Debug("fallback to decoy", "source", raw.RemoteAddr().String(), "read", len(buf), "reason", "no protocol matched")
+			}
+			f.toHTTP(newPrefixConn(tc, &state, buf))
+			return
+		case verdictProto:
+			f.serveProtocol(ctx, tc, &state, buf, f.Protocols[i])
+			return
+		}
+	}
+}
+
+func (f *FrontDoor) toHTTP(c net.Conn) {
+	// net/http sets its own deadlines per request from here on.
+	c.SetDeadline(time.Time{})
+	if !f.httpLn.push(c) {
+		c.Close()
+	}
+}
+
+func (f *FrontDoor) serveProtocol(_ context.Context, tc *tls.Conn, state *tls.ConnectionState, prefix []byte, p RawProtocol) {
+	rc := newRewindConn(tc, state, prefix)
+	h := &inboundHandler{next: f.Handler, carrier: tc, inbound: p.Inbound, transport: "tls", source: remoteAddrPort(tc)}
+	err := p.Server.ServeConn(context.Background(), rc, h)
+	if err == nil {
+		return
+	}
+	if errors.Is(err, protocols.ErrNotProtocol) {
+		if back := rc.Rewind(); back != nil {
+			f.Log.Debug("fallback to decoy", "source", tc.RemoteAddr().String(), "protocol", p.Name, "reason", err.Error())
+			f.toHTTP(back)
+			return
+		}
+	}
+	f.Log.Debug("connection ended", "protocol", p.Name, "source", tc.RemoteAddr().String(), "err", err)
+	tc.Close()
+}
+
+// inboundHandler stands between a protocol server and the router: it ends
+// the handshake deadline once a tunnel is authenticated, and fills in what
+// only the gateway knows about the request.
+type inboundHandler struct {
+	next      protocols.Handler
+	carrier   net.Conn
+	inbound   string
+	transport string
+	source    netip.AddrPort
+}
+
+func (h *inboundHandler) fill(req *protocols.Request) {
+	h.carrier.SetDeadline(time.Time{})
+	if req.Inbound == "" {
+		req.Inbound = h.inbound
+	}
+	if req.Transport == "" {
+		req.Transport = h.transport
+	}
+	if !req.Source.IsValid() {
+		req.Source = h.source
+	}
+}
+
+func (h *inboundHandler) HandleStream(ctx context.Context, conn net.Conn, req protocols.Request) error {
+	h.fill(&req)
+	return h.next.HandleStream(ctx, conn, req)
+}
+
+func (h *inboundHandler) HandlePacket(ctx context.Context, pc protocols.PacketConn, req protocols.Request) error {
+	h.fill(&req)
+	return h.next.HandlePacket(ctx, pc, req)
+}
+
+func remoteAddrPort(c net.Conn) netip.AddrPort {
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		ap := a.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	ap, _ := netip.ParseAddrPort(c.RemoteAddr().String())
+	return ap
+}

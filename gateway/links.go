@@ -1,0 +1,91 @@
+package gateway
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+
+	"github.com/portico-gw/portico/protocols/links"
+)
+
+// ServerLinks returns a share link for every user of every tunnel inbound of
+// a server config. host overrides the address clients should dial (default:
+// the first ACME domain, else the listen host, with a wildcard listen read
+// as 127.0.0.1). pin is the self-signed certificate's pin, "" for a
+// certificate clients can verify by its chain.
+func ServerLinks(cfg *Config, host, pin string) ([]links.Link, error) {
+	if cfg.Server == nil {
+		return nil, fmt.Errorf("links: the config has no server section")
+	}
+	lhost, lport, err := net.SplitHostPort(cfg.Server.Listen)
+	if err != nil {
+		lhost, lport = "", "443"
+	}
+	port, _ := strconv.ParseUint(lport, 10, 16)
+	sni := ""
+	if cfg.Server.TLS.Source == "acme" {
+		sni = cfg.Server.TLS.ACME.Domains[0]
+	}
+	if host == "" {
+		host = sni
+	}
+	if host == "" {
+		host = lhost
+		if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+			host = "127.0.0.1"
+		}
+	}
+	var out []links.Link
+	for _, in := range cfg.Inbounds {
+		switch s := in.settings.(type) {
+		case *VLESSInbound:
+			for _, c := range s.Clients {
+				name := "portico-vless"
+				if c.Email != "" && c.Email != "default" {
+					name += "-" + c.Email
+				}
+				out = append(out, links.Link{Protocol: "vless", ID: c.ID, Host: host, Port: uint16(port),
+					Name: name, Transport: "tcp", Security: "tls", SNI: sni, Pin: pin, Encryption: "none"})
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("links: the config has no tunnel inbound with users")
+	}
+	return out, nil
+}
+
+// ClientConfigFromLink is the config `portico client LINK` runs: a mixed
+// SOCKS5/HTTP listener on listen whose tunnels all go out through the link.
+// warn is set when the link turns certificate checks off.
+func ClientConfigFromLink(l links.Link, listen string) (cfg *Config, warn string, err error) {
+	if listen == "" {
+		listen = "127.0.0.1:1080"
+	}
+	out := OutboundConfig{Tag: "proxy", Protocol: l.Protocol}
+	ss := &StreamSettings{Network: l.Transport, Security: l.Security,
+		TLSSettings: ClientTLSSettings{ServerName: l.SNI, Pin: l.Pin, AllowInsecure: l.Insecure, ALPN: l.ALPN}}
+	if l.Insecure && l.Pin == "" && l.Security == "tls" {
+		warn = "the link turns off certificate checks (allowInsecure): anyone on the path can read the tunnel; prefer a link with pin="
+	}
+	switch l.Protocol {
+	case "vless":
+		if l.Version != 0 {
+			return nil, "", fmt.Errorf("links: VLESS version %d is not supported yet", l.Version)
+		}
+		settings := VLESSOutbound{Vnext: []VLESSServer{{Address: l.Host, Port: l.Port,
+			Users: []VLESSOutUser{{ID: l.ID, Flow: l.Flow, Encryption: l.Encryption}}}}}
+		out.Settings = mustJSON(settings)
+	default:
+		return nil, "", fmt.Errorf("links: protocol %q is not supported", l.Protocol)
+	}
+	out.StreamSettings = ss
+	cfg = &Config{
+		Inbounds:  []InboundConfig{{Tag: "local", Protocol: "mixed", Listen: listen}},
+		Outbounds: []OutboundConfig{out},
+	}
+	if err := cfg.check(); err != nil {
+		return nil, "", fmt.Errorf("link: %w", err)
+	}
+	return cfg, warn, nil
+}

@@ -1,0 +1,62 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/portico-gw/portico/protocols"
+)
+
+// Direct dials destinations from this machine. Domain targets are resolved
+// by net.Dialer, which races IPv6 and IPv4 (happy eyeballs, RFC 8305).
+type Direct struct {
+	// Timeout bounds one dial, DNS included. Zero means 10 s.
+	Timeout time.Duration
+	// Bind is the local address to dial from; the zero value lets the
+	// system choose.
+	Bind netip.Addr
+}
+
+// DialStream implements protocols.Dialer.
+func (d *Direct) DialStream(ctx context.Context, dst protocols.Addr) (net.Conn, error) {
+	nd := d.dialer()
+	c, err := nd.DialContext(ctx, "tcp", dst.String())
+	if err != nil {
+		return nil, fmt.Errorf("direct: %w", err)
+	}
+	return c, nil
+}
+
+// DialPacket implements protocols.Dialer. UDP comes with the UDP issue.
+func (d *Direct) DialPacket(ctx context.Context, dst protocols.Addr) (protocols.PacketConn, error) {
+	return nil, errors.New("direct: UDP is not supported yet")
+}
+
+func (d *Direct) dialer() *net.Dialer {
+	nd := &net.Dialer{Timeout: d.Timeout, KeepAlive: 30 * time.Second}
+	if nd.Timeout == 0 {
+		nd.Timeout = 10 * time.Second
+	}
+	if d.Bind.IsValid() {
+		nd.LocalAddr = &net.TCPAddr{IP: d.Bind.AsSlice()}
+	}
+	return nd
+}
+
+// Block refuses every destination with an error wrapping
+// protocols.ErrBlocked.
+type Block struct{}
+
+// DialStream implements protocols.Dialer.
+func (Block) DialStream(ctx context.Context, dst protocols.Addr) (net.Conn, error) {
+	return nil, fmt.Errorf("block: %v: %w", dst, protocols.ErrBlocked)
+}
+
+// DialPacket implements protocols.Dialer.
+func (Block) DialPacket(ctx context.Context, dst protocols.Addr) (protocols.PacketConn, error) {
+	return nil, fmt.Errorf("block: %v: %w", dst, protocols.ErrBlocked)
+}

@@ -1,0 +1,183 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// relayBufSize is the copy chunk. 32 KiB holds two full TLS records, so a
+// bulk copy costs one read and one write per pair of records.
+const relayBufSize = 32 << 10
+
+// bufPool is the one buffer pool of the gateway. It holds *[]byte so that
+// Get and Put do not allocate.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, relayBufSize); return &b }}
+
+func getBuf() *[]byte  { return bufPool.Get().(*[]byte) }
+func putBuf(b *[]byte) { bufPool.Put(b) }
+
+// Counter receives byte counts as they are copied. It must be safe for
+// concurrent use and cheap: it is called once per chunk.
+type Counter interface {
+	Add(up, down int64)
+}
+
+// RelayOptions tunes one relay. The zero value means no idle timeout and no
+// counting.
+type RelayOptions struct {
+	// Idle closes both sides when no byte has moved in either direction for
+	// this long. Zero disables it.
+	Idle time.Duration
+	// Counter, when set, receives every chunk's size: up is client -> target.
+	Counter Counter
+}
+
+// RelayResult is what a finished relay moved.
+type RelayResult struct {
+	Up, Down int64 // bytes client -> target and target -> client
+	Err      error // the first error that was not a normal end of stream
+	IdledOut bool  // the idle timeout ended the relay
+}
+
+// Relay copies client -> target and target -> client until both directions
+// end, carrying a half-close across (when one side stops sending, the other
+// side's write half is closed, if it can be) and closing both conns at the
+// end. It returns when both directions are done or ctx is cancelled.
+func Relay(ctx context.Context, client, target net.Conn, opts RelayOptions) RelayResult {
+	r := relay{client: client, target: target, counter: opts.Counter}
+	if opts.Idle > 0 {
+		r.idle = opts.Idle
+		r.touch()
+		r.timer = time.AfterFunc(opts.Idle, r.checkIdle)
+	}
+	stop := context.AfterFunc(ctx, r.closeBoth)
+
+	done := make(chan struct{})
+	go func() {
+		r.down.Store(r.copy(client, target, false))
+		close(done)
+	}()
+	r.up.Store(r.copy(target, client, true))
+	<-done
+
+	stop()
+	if r.timer != nil {
+		r.timer.Stop()
+	}
+	r.closeBoth()
+	res := RelayResult{Up: r.up.Load(), Down: r.down.Load(), IdledOut: r.idledOut.Load()}
+	if e := r.firstErr.Load(); e != nil {
+		res.Err = *e
+	}
+	if res.Err == nil && ctx.Err() != nil {
+		res.Err = ctx.Err()
+	}
+	return res
+}
+
+type relay struct {
+	client, target net.Conn
+	counter        Counter
+	idle           time.Duration
+	timer          *time.Timer
+	lastActive     atomic.Int64 // unix nanos of the last chunk either way
+	up, down       atomic.Int64
+	idledOut       atomic.Bool
+	firstErr       atomic.Pointer[error]
+	closeOnce      sync.Once
+}
+
+func (r *relay) touch() { r.lastActive.Store(time.Now().UnixNano()) }
+
+// checkIdle runs on the timer: one timer per relay, re-armed for the time
+// left rather than reset on every chunk, so the hot path only stores a time.
+func (r *relay) checkIdle() {
+	since := time.Duration(time.Now().UnixNano() - r.lastActive.Load())
+	if since >= r.idle {
+		r.idledOut.Store(true)
+		r.closeBoth()
+		return
+	}
+	r.timer.Reset(r.idle - since)
+}
+
+func (r *relay) closeBoth() {
+	r.closeOnce.Do(func() {
+		r.client.Close()
+		r.target.Close()
+	})
+}
+
+// copy moves src to dst with a pooled buffer and returns the bytes moved.
+// io.Copy is avoided on purpose: ReaderFrom/WriterTo paths of wrapped conns
+// allocate their own buffer per call and hide the per-chunk counting.
+func (r *relay) copy(dst, src net.Conn, up bool) int64 {
+	bp := getBuf()
+	defer putBuf(bp)
+	buf := *bp
+	var total int64
+	for {
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			if r.idle > 0 {
+				r.touch()
+			}
+			wn, werr := dst.Write(buf[:n])
+			total += int64(wn)
+			if r.counter != nil {
+				if up {
+					r.counter.Add(int64(wn), 0)
+				} else {
+					r.counter.Add(0, int64(wn))
+				}
+			}
+			if werr != nil {
+				r.fail(werr)
+				return total
+			}
+		}
+		if rerr != nil {
+			if rerr != io.EOF {
+				r.fail(rerr)
+				return total
+			}
+			// Normal end of this direction: pass the half-close on. A
+			// conn that cannot half-close is closed whole once the other
+			// direction is done too.
+			if !closeWrite(dst) {
+				r.closeBoth()
+			}
+			return total
+		}
+	}
+}
+
+func (r *relay) fail(err error) {
+	if isClosedErr(err) {
+		// One side closing makes the other side's pending I/O fail; only the
+		// first real cause is worth reporting.
+		err = nil
+	}
+	if err != nil {
+		r.firstErr.CompareAndSwap(nil, &err)
+	}
+	r.closeBoth()
+}
+
+// closeWrite half-closes c if it supports it and reports whether it did.
+func closeWrite(c net.Conn) bool {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite() == nil
+	}
+	return false
+}
+
+func isClosedErr(err error) bool {
+	return errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrClosedPipe) || errors.Is(err, os.ErrDeadlineExceeded)
+}

@@ -1,0 +1,195 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+)
+
+// tcpPair returns the two ends of a real loopback TCP connection, which
+// supports CloseWrite.
+func tcpPair(t testing.TB) (net.Conn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ch := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		ch <- c
+	}()
+	a, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := <-ch
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
+}
+
+type countUpDown struct {
+	mu       sync.Mutex
+	up, down int64
+}
+
+func (c *countUpDown) Add(up, down int64) {
+	c.mu.Lock()
+	c.up += up
+	c.down += down
+	c.mu.Unlock()
+}
+
+// TestRelayHalfClose: the client sends a request and half-closes; the target
+// reads to EOF (which only the carried half-close can give it), then answers
+// and closes. Both sides see every byte, and the counters agree.
+func TestRelayHalfClose(t *testing.T) {
+	client, gwClient := tcpPair(t)
+	gwTarget, target := tcpPair(t)
+	req := make([]byte, 3<<20+17)
+	resp := make([]byte, 5<<20+3)
+	rand.Read(req)
+	rand.Read(resp)
+
+	var cnt countUpDown
+	done := make(chan RelayResult, 1)
+	go func() {
+		done <- Relay(context.Background(), gwClient, gwTarget, RelayOptions{Counter: &cnt, Idle: time.Minute})
+	}()
+
+	targetErr := make(chan error, 1)
+	go func() {
+		got, err := io.ReadAll(target)
+		if err == nil && !bytes.Equal(got, req) {
+			err = io.ErrUnexpectedEOF
+		}
+		if err == nil {
+			_, err = target.Write(resp)
+		}
+		target.Close()
+		targetErr <- err
+	}()
+	if _, err := client.Write(req); err != nil {
+		t.Fatal(err)
+	}
+	client.(*net.TCPConn).CloseWrite()
+	got, err := io.ReadAll(client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-targetErr; err != nil {
+		t.Fatalf("target: %v", err)
+	}
+	if sha256.Sum256(got) != sha256.Sum256(resp) {
+		t.Fatalf("client got %d bytes, not the %d-byte response", len(got), len(resp))
+	}
+	res := <-done
+	if res.Up != int64(len(req)) || res.Down != int64(len(resp)) || res.Err != nil || res.IdledOut {
+		t.Fatalf("result = %+v, want up %d down %d", res, len(req), len(resp))
+	}
+	if cnt.up != res.Up || cnt.down != res.Down {
+		t.Fatalf("counter = %d/%d, result %d/%d", cnt.up, cnt.down, res.Up, res.Down)
+	}
+}
+
+func TestRelayIdleTimeout(t *testing.T) {
+	client, gwClient := tcpPair(t)
+	gwTarget, _ := tcpPair(t)
+	start := time.Now()
+	done := make(chan RelayResult, 1)
+	go func() {
+		done <- Relay(context.Background(), gwClient, gwTarget, RelayOptions{Idle: 150 * time.Millisecond})
+	}()
+	// Activity keeps it alive past one idle period.
+	for i := 0; i < 3; i++ {
+		time.Sleep(80 * time.Millisecond)
+		client.Write([]byte("x"))
+	}
+	select {
+	case res := <-done:
+		if !res.IdledOut {
+			t.Fatalf("relay ended without idling out: %+v", res)
+		}
+		if el := time.Since(start); el < 300*time.Millisecond {
+			t.Fatalf("idled out after %v despite activity", el)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("relay did not idle out")
+	}
+	if _, err := client.Read(make([]byte, 1)); err == nil {
+		t.Fatal("client conn still open after idle timeout")
+	}
+}
+
+func TestRelayContextCancel(t *testing.T) {
+	_, gwClient := tcpPair(t)
+	gwTarget, _ := tcpPair(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan RelayResult, 1)
+	go func() { done <- Relay(ctx, gwClient, gwTarget, RelayOptions{}) }()
+	cancel()
+	select {
+	case res := <-done:
+		if res.Err != context.Canceled {
+			t.Fatalf("err = %v, want context.Canceled", res.Err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("relay ignored cancellation")
+	}
+}
+
+// chunkConn reads n full chunks then EOF, and discards writes: a conn with
+// no cost of its own, so that allocations measured are the relay's.
+type chunkConn struct {
+	n      int
+	closed bool
+}
+
+func (c *chunkConn) Read(p []byte) (int, error) {
+	if c.n == 0 {
+		return 0, io.EOF
+	}
+	c.n--
+	return len(p), nil
+}
+func (c *chunkConn) Write(p []byte) (int, error)      { return len(p), nil }
+func (c *chunkConn) Close() error                     { c.closed = true; return nil }
+func (c *chunkConn) CloseWrite() error                { return nil }
+func (c *chunkConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
+func (c *chunkConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
+func (c *chunkConn) SetDeadline(time.Time) error      { return nil }
+func (c *chunkConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *chunkConn) SetWriteDeadline(time.Time) error { return nil }
+
+type nopCounter struct{ up, down int64 }
+
+func (c *nopCounter) Add(up, down int64) { c.up += up; c.down += down }
+
+// TestRelayZeroAllocsPerChunk: a relay's allocations do not grow with the
+// number of chunks it copies (only its fixed set-up cost remains).
+func TestRelayZeroAllocsPerChunk(t *testing.T) {
+	measure := func(chunks int) float64 {
+		return testing.AllocsPerRun(20, func() {
+			Relay(context.Background(), &chunkConn{n: chunks}, &chunkConn{n: chunks},
+				RelayOptions{Idle: time.Minute, Counter: &nopCounter{}})
+		})
+	}
+	measure(10) // warm the buffer pool
+	few, many := measure(10), measure(2000)
+	if many > few {
+		t.Fatalf("relay allocations grow with chunks: %v for 10 chunks, %v for 2000", few, many)
+	}
+}
+
+func BenchmarkRelayChunk(b *testing.B) {
+	b.ReportAllocs()
+	b.SetBytes(relayBufSize * 2)
+	Relay(context.Background(), &chunkConn{n: b.N}, &chunkConn{n: b.N}, RelayOptions{Idle: time.Minute, Counter: &nopCounter{}})
+}

@@ -1,0 +1,240 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/portico-gw/portico/protocols"
+)
+
+// Rule sends matching tunnels to one outbound. Every non-empty condition
+// must hold; a rule with none matches everything.
+type Rule struct {
+	Inbounds []string       // inbound tags
+	Domains  []string       // domain suffixes: "example.com" matches it and its subdomains
+	IPs      []netip.Prefix // destination IP ranges
+	Ports    []PortRange
+	Network  protocols.Network // 0 = any
+	Outbound string
+}
+
+// PortRange is an inclusive range of ports.
+type PortRange struct{ Lo, Hi uint16 }
+
+func (r *Rule) match(req *protocols.Request) bool {
+	if len(r.Inbounds) > 0 && !contains(r.Inbounds, req.Inbound) {
+		return false
+	}
+	if r.Network != 0 && r.Network != req.Network {
+		return false
+	}
+	if len(r.Ports) > 0 {
+		ok := false
+		for _, p := range r.Ports {
+			ok = ok || (req.Target.Port >= p.Lo && req.Target.Port <= p.Hi)
+		}
+		if !ok {
+			return false
+		}
+	}
+	if len(r.Domains) > 0 {
+		d := strings.ToLower(req.Target.Domain)
+		ok := false
+		for _, suffix := range r.Domains {
+			ok = ok || d == suffix || strings.HasSuffix(d, "."+suffix)
+		}
+		if !ok {
+			return false
+		}
+	}
+	if len(r.IPs) > 0 {
+		ok := false
+		for _, p := range r.IPs {
+			ok = ok || (req.Target.IP.IsValid() && p.Contains(req.Target.IP.Unmap()))
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Router is the gateway's protocols.Handler: it picks an outbound for each
+// authenticated tunnel, dials it and relays, counting bytes per user.
+type Router struct {
+	outbounds   map[string]protocols.Dialer
+	defaultOut  string
+	rules       []Rule
+	log         *slog.Logger
+	idle        time.Duration
+	dialTimeout time.Duration
+	stats       *Stats
+
+	active sync.WaitGroup
+	open   atomic.Int64
+}
+
+// RouterOptions configures a Router.
+type RouterOptions struct {
+	Outbounds   map[string]protocols.Dialer // by tag; must hold Default
+	Default     string                      // the outbound when no rule matches
+	Rules       []Rule
+	Idle        time.Duration // relay idle timeout; zero = 5 min
+	DialTimeout time.Duration // zero = 10 s
+	Log         *slog.Logger
+	Stats       *Stats // nil = a fresh one
+}
+
+// NewRouter checks that every rule names a known outbound.
+func NewRouter(o RouterOptions) (*Router, error) {
+	if _, ok := o.Outbounds[o.Default]; !ok {
+		return nil, fmt.Errorf("router: default outbound %q does not exist", o.Default)
+	}
+	for i, r := range o.Rules {
+		if _, ok := o.Outbounds[r.Outbound]; !ok {
+			return nil, fmt.Errorf("router: rule %d: outbound %q does not exist", i, r.Outbound)
+		}
+	}
+	rt := &Router{outbounds: o.Outbounds, defaultOut: o.Default, rules: o.Rules,
+		log: o.Log, idle: o.Idle, dialTimeout: o.DialTimeout, stats: o.Stats}
+	if rt.log == nil {
+		rt.log = slog.Default()
+	}
+	if rt.idle == 0 {
+		rt.idle = 5 * time.Minute
+	}
+	if rt.dialTimeout == 0 {
+		rt.dialTimeout = 10 * time.Second
+	}
+	if rt.stats == nil {
+		rt.stats = NewStats()
+	}
+	return rt, nil
+}
+
+// Stats returns the per-user counters.
+func (rt *Router) Stats() *Stats { return rt.stats }
+
+// Active is the number of tunnels being relayed now.
+func (rt *Router) Active() int64 { return rt.open.Load() }
+
+// Wait blocks until every tunnel has ended or ctx is done.
+func (rt *Router) Wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { rt.active.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (rt *Router) pick(req *protocols.Request) string {
+	for i := range rt.rules {
+		if rt.rules[i].match(req) {
+			return rt.rules[i].Outbound
+		}
+	}
+	return rt.defaultOut
+}
+
+// HandleStream implements protocols.Handler.
+func (rt *Router) HandleStream(ctx context.Context, conn net.Conn, req protocols.Request) error {
+	rt.active.Add(1)
+	rt.open.Add(1)
+	defer func() { rt.open.Add(-1); rt.active.Done() }()
+	start := time.Now()
+	outTag := rt.pick(&req)
+
+	dctx, cancel := context.WithTimeout(ctx, rt.dialTimeout)
+	target, err := rt.outbounds[outTag].DialStream(dctx, req.Target)
+	cancel()
+	if dr, ok := conn.(protocols.DialReporter); ok {
+		dr.ReportDial(err)
+	}
+	if err != nil {
+		conn.Close()
+		level := slog.LevelWarn
+		if errors.Is(err, protocols.ErrBlocked) {
+			level = slog.LevelInfo
+		}
+		rt.log.Log(ctx, level, "tunnel dial failed", append(tunnelAttrs(&req, outTag),
+			"duration", time.Since(start).Round(time.Millisecond), "err", err)...)
+		return err
+	}
+	res := Relay(ctx, conn, target, RelayOptions{Idle: rt.idle, Counter: rt.stats.User(req.User)})
+	attrs := append(tunnelAttrs(&req, outTag),
+		"up", res.Up, "down", res.Down, "duration", time.Since(start).Round(time.Millisecond))
+	if res.IdledOut {
+		attrs = append(attrs, "idle_timeout", true)
+	}
+	if res.Err != nil {
+		attrs = append(attrs, "err", res.Err)
+	}
+	rt.log.Info("tunnel", attrs...)
+	return res.Err
+}
+
+// HandlePacket implements protocols.Handler. UDP comes with the UDP issue.
+func (rt *Router) HandlePacket(ctx context.Context, pc protocols.PacketConn, req protocols.Request) error {
+	pc.Close()
+	return errors.New("router: UDP is not supported yet")
+}
+
+func tunnelAttrs(req *protocols.Request, out string) []any {
+	return []any{"user", req.User, "inbound", req.Inbound, "transport", req.Transport,
+		"network", req.Network.String(), "target", req.Target.String(), "source", req.Source.String(), "outbound", out}
+}
+
+// Stats holds byte counters per user.
+type Stats struct {
+	users sync.Map // string -> *UserCounter
+}
+
+// NewStats returns empty counters.
+func NewStats() *Stats { return &Stats{} }
+
+// UserCounter counts one user's bytes; it implements Counter.
+type UserCounter struct {
+	up, down atomic.Int64
+}
+
+// Add implements Counter.
+func (c *UserCounter) Add(up, down int64) {
+	if up != 0 {
+		c.up.Add(up)
+	}
+	if down != 0 {
+		c.down.Add(down)
+	}
+}
+
+// Load returns the totals so far.
+func (c *UserCounter) Load() (up, down int64) { return c.up.Load(), c.down.Load() }
+
+// User returns the counter of a user, creating it on first use.
+func (s *Stats) User(name string) *UserCounter {
+	if c, ok := s.users.Load(name); ok {
+		return c.(*UserCounter)
+	}
+	c, _ := s.users.LoadOrStore(name, &UserCounter{})
+	return c.(*UserCounter)
+}

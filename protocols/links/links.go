@@ -1,0 +1,186 @@
+// Package links reads and writes share links: the one-line URLs that carry a
+// tunnel's server, key and transport (vless://…), in the forms Xray, V2RayN,
+// sing-box and mihomo clients use. It is pure (no net) so the WebAssembly
+// playground can decode links too.
+package links
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// Link is a decoded share link. Fields a protocol does not use stay empty.
+type Link struct {
+	Protocol string // "vless"
+	ID       string // VLESS/VMess UUID, or AnyTLS password
+	Host     string // server name or IP, without brackets
+	Port     uint16
+	Name     string // the #fragment, a label for people
+
+	Transport   string // type=: "tcp" (default), "ws", "grpc", "httpupgrade", "quic"
+	Path        string // path= for ws/httpupgrade
+	HostHeader  string // host= for ws/httpupgrade
+	ServiceName string // serviceName= for grpc
+
+	Security string   // security=: "tls" or "none"
+	SNI      string   // sni=
+	ALPN     []string // alpn=h2,http/1.1
+	Pin      string   // pin=: hex SHA-256 of the server certificate (Portico)
+	Insecure bool     // allowInsecure=1 or insecure=1: accept any certificate
+
+	Flow       string // flow= (VLESS)
+	Encryption string // encryption= (VLESS: "none")
+	Version    int    // v= (Portico VLESS version; 0 unless 1)
+}
+
+// ErrBadLink is wrapped by every parse failure.
+var ErrBadLink = errors.New("links: bad share link")
+
+// Parse decodes a share link.
+func Parse(s string) (Link, error) {
+	s = strings.TrimSpace(s)
+	scheme, _, ok := strings.Cut(s, "://")
+	if !ok {
+		return Link{}, fmt.Errorf("%w: %q has no scheme (want vless://…)", ErrBadLink, abbreviate(s))
+	}
+	switch strings.ToLower(scheme) {
+	case "vless":
+		return parseVLESS(s)
+	}
+	return Link{}, fmt.Errorf("%w: unknown scheme %q (want vless://)", ErrBadLink, scheme)
+}
+
+func abbreviate(s string) string {
+	if len(s) > 40 {
+		return s[:40] + "…"
+	}
+	return s
+}
+
+// parseVLESS reads vless://UUID@host:port?params#name, the form of Xray's
+// share-link proposal (XTLS/Xray-core discussion #716) that V2RayN writes.
+func parseVLESS(s string) (Link, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return Link{}, fmt.Errorf("%w: %v", ErrBadLink, err)
+	}
+	l := Link{Protocol: "vless", Name: u.Fragment}
+	if u.User == nil || u.User.Username() == "" {
+		return Link{}, fmt.Errorf("%w: vless link has no UUID before @", ErrBadLink)
+	}
+	l.ID = u.User.Username()
+	if err := l.setHostPort(u); err != nil {
+		return Link{}, err
+	}
+	q := u.Query()
+	l.readCommon(q)
+	l.Flow = q.Get("flow")
+	l.Encryption = q.Get("encryption")
+	if v := q.Get("v"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || (n != 0 && n != 1) {
+			return Link{}, fmt.Errorf("%w: v=%q is not a VLESS version (0 or 1)", ErrBadLink, v)
+		}
+		l.Version = n
+	}
+	if l.Security == "" {
+		l.Security = "none" // Xray's default for VLESS links
+	}
+	return l, nil
+}
+
+func (l *Link) setHostPort(u *url.URL) error {
+	l.Host = u.Hostname()
+	if l.Host == "" {
+		return fmt.Errorf("%w: no server host", ErrBadLink)
+	}
+	p := u.Port()
+	if p == "" {
+		return fmt.Errorf("%w: no server port", ErrBadLink)
+	}
+	n, err := strconv.ParseUint(p, 10, 16)
+	if err != nil || n == 0 {
+		return fmt.Errorf("%w: port %q is not 1-65535", ErrBadLink, p)
+	}
+	l.Port = uint16(n)
+	return nil
+}
+
+func (l *Link) readCommon(q url.Values) {
+	l.Transport = q.Get("type")
+	if l.Transport == "" {
+		l.Transport = "tcp"
+	}
+	l.Path = q.Get("path")
+	l.HostHeader = q.Get("host")
+	l.ServiceName = q.Get("serviceName")
+	l.Security = q.Get("security")
+	l.SNI = q.Get("sni")
+	if a := q.Get("alpn"); a != "" {
+		l.ALPN = strings.Split(a, ",")
+	}
+	l.Pin = q.Get("pin")
+	l.Insecure = truthy(q.Get("allowInsecure")) || truthy(q.Get("insecure"))
+}
+
+func truthy(s string) bool { return s == "1" || strings.EqualFold(s, "true") }
+
+// String encodes l as a share link.
+func (l Link) String() string {
+	switch l.Protocol {
+	case "vless":
+		return l.vlessString()
+	}
+	return ""
+}
+
+func (l Link) vlessString() string {
+	q := url.Values{}
+	q.Set("type", or(l.Transport, "tcp"))
+	q.Set("encryption", or(l.Encryption, "none"))
+	q.Set("security", or(l.Security, "none"))
+	l.writeCommon(q)
+	if l.Flow != "" {
+		q.Set("flow", l.Flow)
+	}
+	if l.Version != 0 {
+		q.Set("v", strconv.Itoa(l.Version))
+	}
+	u := url.URL{Scheme: "vless", User: url.User(l.ID), Host: hostPort(l.Host, l.Port),
+		RawQuery: q.Encode(), Fragment: l.Name}
+	return u.String()
+}
+
+func (l Link) writeCommon(q url.Values) {
+	set := func(k, v string) {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	set("path", l.Path)
+	set("host", l.HostHeader)
+	set("serviceName", l.ServiceName)
+	set("sni", l.SNI)
+	set("alpn", strings.Join(l.ALPN, ","))
+	set("pin", l.Pin)
+	if l.Insecure {
+		q.Set("allowInsecure", "1")
+	}
+}
+
+func hostPort(host string, port uint16) string {
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	return host + ":" + strconv.Itoa(int(port))
+}
+
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
