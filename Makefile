@@ -3,10 +3,12 @@
 GO ?= go
 # The pure codec packages: they must build for WebAssembly.
 CODEC_PKGS := ./protocols ./protocols/links ./protocols/vless
+# Packages with allocation tests (TestXxxAllocs…), run without -race.
+ALLOC_PKGS := ./gateway
 
-.PHONY: test peers vet race wasm fuzz-short fuzz build
+.PHONY: test peers vet race allocs wasm fuzz-short fuzz build
 
-test: peers vet race wasm fuzz-short
+test: peers vet race allocs wasm fuzz-short
 	@echo "make test: all checks passed"
 
 peers:
@@ -18,6 +20,10 @@ vet:
 
 race:
 	PORTICO_REQUIRE_PEERS=1 $(GO) test -race -count=1 -timeout 20m ./...
+
+# Allocation tests need a build without -race (it makes sync.Pool drop items).
+allocs:
+	$(GO) test -count=1 -run 'Allocs' $(ALLOC_PKGS)
 
 wasm:
 	GOOS=js GOARCH=wasm $(GO) build $(CODEC_PKGS)

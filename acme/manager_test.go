@@ -19,92 +19,14 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
-	"github.com/letsencrypt/pebble/v2/ca"
-	"github.com/letsencrypt/pebble/v2/db"
-	"github.com/letsencrypt/pebble/v2/va"
-	"github.com/letsencrypt/pebble/v2/wfe"
 	"github.com/mholt/acmez/v3"
 	"github.com/mholt/acmez/v3/acme"
-	"github.com/miekg/dns"
 	"go.uber.org/goleak"
+
+	"github.com/portico-gw/portico/internal/pebbletest"
 )
 
 const testDomain = "portico.test"
-
-// pebbleCA is a Pebble ACME server running in this process.
-type pebbleCA struct {
-	directory string         // ACME directory URL
-	apiRoots  *x509.CertPool // trusts the WFE's HTTPS certificate
-	roots     *x509.CertPool // trusts certificates Pebble issues
-}
-
-// startPebble wires Pebble's pieces the way its cmd/pebble/main.go does, with
-// the WFE on an httptest TLS server. Its VA validates for real: HTTP-01
-// against 127.0.0.1:httpPort, TLS-ALPN-01 against 127.0.0.1:tlsPort, names
-// resolved through the DNS server at dnsAddr.
-func startPebble(t *testing.T, httpPort, tlsPort int, dnsAddr string) pebbleCA {
-	t.Helper()
-	// No random 0-15 s sleep before each validation; validation still runs.
-	t.Setenv("PEBBLE_VA_NOSLEEP", "1")
-	t.Setenv("PEBBLE_VA_ALWAYS_VALID", "0")
-
-	logger := log.New(newTestWriter(t), "pebble ", 0)
-	store := db.NewMemoryStore()
-	authority := ca.New(logger, store, "", "ecdsa", 0, 1, map[string]ca.Profile{
-		"default": {Description: "The default profile"},
-	})
-	validator := va.New(logger, httpPort, tlsPort, false, dnsAddr, store)
-	front := wfe.New(logger, store, validator, authority, nil, false, false, 0, 0)
-
-	srv := httptest.NewUnstartedServer(front.Handler())
-	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // TLS noise from closed test clients
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-
-	apiRoots := x509.NewCertPool()
-	apiRoots.AddCert(srv.Certificate())
-	roots := x509.NewCertPool()
-	roots.AddCert(authority.GetRootCert(0).Cert)
-	return pebbleCA{directory: srv.URL + wfe.DirectoryPath, apiRoots: apiRoots, roots: roots}
-}
-
-// startDNS serves A 127.0.0.1 for domain over TCP (what Pebble's VA uses
-// with a custom resolver) and an empty answer for anything else. queries
-// counts the questions asked, to prove the VA really resolved through it.
-func startDNS(t *testing.T, domain string, queries *atomic.Int32) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	handler := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
-		m := new(dns.Msg)
-		m.SetReply(r)
-		for _, q := range r.Question {
-			queries.Add(1)
-			if q.Qtype == dns.TypeA && strings.EqualFold(q.Name, dns.Fqdn(domain)) {
-				m.Answer = append(m.Answer, &dns.A{
-					Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60},
-					A:   net.IPv4(127, 0, 0, 1),
-				})
-			}
-		}
-		_ = w.WriteMsg(m)
-	})
-	started := make(chan struct{})
-	srv := &dns.Server{Listener: ln, Handler: handler, NotifyStartedFunc: func() { close(started) }}
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		_ = srv.ActivateAndServe()
-	}()
-	<-started
-	t.Cleanup(func() {
-		_ = srv.Shutdown()
-		<-served
-	})
-	return ln.Addr().String()
-}
 
 // frontDoor stands in for the gateway: one TLS listener using the Manager's
 // GetCertificate and NextProtos, one HTTP listener whose handler is wrapped
@@ -218,7 +140,7 @@ type pebbleRun struct {
 	fd     *frontDoor
 	m      *Manager
 	opts   ACMEOptions
-	pebble pebbleCA
+	pebble pebbletest.CA
 	leaf   *x509.Certificate // served after Manage, verified
 	logs   *recordingHandler // the Manager's log records
 }
@@ -229,17 +151,17 @@ type pebbleRun struct {
 func obtainAgainstPebble(t *testing.T, disableHTTP, disableTLSALPN bool) *pebbleRun {
 	verifyNoLeaks(t)
 	var queries atomic.Int32
-	dnsAddr := startDNS(t, testDomain, &queries)
+	dnsAddr := pebbletest.StartDNS(t, testDomain, &queries)
 	fd := listenFrontDoor(t)
-	pebble := startPebble(t, port(fd.httpLn), port(fd.tlsLn), dnsAddr)
+	pebble := pebbletest.Start(t, port(fd.httpLn), port(fd.tlsLn), dnsAddr, newTestWriter(t))
 
 	logs := &recordingHandler{}
 	opts := ACMEOptions{
 		Domains:          []string{testDomain},
-		CA:               pebble.directory,
+		CA:               pebble.Directory,
 		Email:            "ops@portico.test",
 		StorageDir:       t.TempDir(),
-		TrustedRoots:     pebble.apiRoots,
+		TrustedRoots:     pebble.APIRoots,
 		DisableHTTP01:    disableHTTP,
 		DisableTLSALPN01: disableTLSALPN,
 		Log:              slog.New(teeHandler{testLogger(t).Handler(), logs}),
@@ -262,7 +184,7 @@ func obtainAgainstPebble(t *testing.T, disableHTTP, disableTLSALPN bool) *pebble
 	if queries.Load() == 0 {
 		t.Error("Pebble's VA never asked the test DNS server")
 	}
-	leaf := verifyServed(t, fd.tlsLn.Addr().String(), pebble.roots)
+	leaf := verifyServed(t, fd.tlsLn.Addr().String(), pebble.Roots)
 	notAfter, ok := m.NotAfter(testDomain)
 	if !ok || !notAfter.Equal(leaf.NotAfter) {
 		t.Errorf("NotAfter(%q) = %v, %v; want %v, true", testDomain, notAfter, ok, leaf.NotAfter)
@@ -318,7 +240,7 @@ func TestACMEPebbleHTTP01(t *testing.T) {
 		t.Error("restart ran a new order instead of using the stored certificate")
 	}
 	leaf, err := handshake(t, &tls.Config{GetCertificate: again.GetCertificate},
-		&tls.Config{ServerName: testDomain, RootCAs: run.pebble.roots})
+		&tls.Config{ServerName: testDomain, RootCAs: run.pebble.Roots})
 	if err != nil {
 		t.Fatalf("handshake after restart: %v", err)
 	}
@@ -372,14 +294,14 @@ func TestACMEPebbleTLSALPN01(t *testing.T) {
 func TestACMEPebbleFailsWithoutChallengeRouting(t *testing.T) {
 	verifyNoLeaks(t)
 	var queries atomic.Int32
-	dnsAddr := startDNS(t, testDomain, &queries)
+	dnsAddr := pebbletest.StartDNS(t, testDomain, &queries)
 	fd := listenFrontDoor(t)
-	pebble := startPebble(t, port(fd.httpLn), port(fd.tlsLn), dnsAddr)
+	pebble := pebbletest.Start(t, port(fd.httpLn), port(fd.tlsLn), dnsAddr, newTestWriter(t))
 	m, err := NewACME(ACMEOptions{
 		Domains:          []string{testDomain},
-		CA:               pebble.directory,
+		CA:               pebble.Directory,
 		StorageDir:       t.TempDir(),
-		TrustedRoots:     pebble.apiRoots,
+		TrustedRoots:     pebble.APIRoots,
 		DisableTLSALPN01: true,
 		Log:              testLogger(t),
 	})

@@ -20,9 +20,9 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/portico-gw/portico/acme"
-	"github.com/portico-gw/portico/protocols"
 	"github.com/portico-gw/portico/protocols/httpproxy"
 	"github.com/portico-gw/portico/protocols/socks"
+	"github.com/portico-gw/portico/protocols/tunnel"
 	"github.com/portico-gw/portico/protocols/vless/vlessclient"
 	"github.com/portico-gw/portico/protocols/vless/vlessserver"
 	"github.com/portico-gw/portico/transports/rawtls"
@@ -127,8 +127,8 @@ func New(cfg *Config, opts Options) (*Gateway, error) {
 	return g, nil
 }
 
-func buildOutbounds(list []OutboundConfig) (map[string]protocols.Dialer, string, error) {
-	outs := map[string]protocols.Dialer{}
+func buildOutbounds(list []OutboundConfig) (map[string]tunnel.Dialer, string, error) {
+	outs := map[string]tunnel.Dialer{}
 	if len(list) == 0 {
 		outs["direct"] = &Direct{}
 		return outs, "direct", nil
@@ -142,7 +142,7 @@ func buildOutbounds(list []OutboundConfig) (map[string]protocols.Dialer, string,
 		if def == "" {
 			def = tag
 		}
-		var d protocols.Dialer
+		var d tunnel.Dialer
 		switch s := oc.settings.(type) {
 		case *DirectOutbound:
 			dd := &Direct{}
@@ -179,7 +179,7 @@ func vlessOutbound(s *VLESSOutbound, ss *StreamSettings) (*vlessclient.Client, e
 
 // carrierDialer turns streamSettings into the transport a protocol client
 // dials. Only raw TLS and plain TCP exist yet.
-func carrierDialer(host string, port uint16, ss *StreamSettings) (protocols.ConnDialer, error) {
+func carrierDialer(host string, port uint16, ss *StreamSettings) (tunnel.ConnDialer, error) {
 	addr := net.JoinHostPort(host, fmt.Sprint(port))
 	if ss == nil {
 		ss = &StreamSettings{}
@@ -339,10 +339,12 @@ func (g *Gateway) Pin() string {
 // Router returns the gateway's router (counters, active tunnels).
 func (g *Gateway) Router() *Router { return g.router }
 
-// Start opens every listener and starts serving. On error nothing is left
-// listening.
+// Start opens every listener and starts serving. ctx bounds the start only
+// (obtaining an ACME certificate can take a while); the gateway then runs
+// until Shutdown. On error nothing is left listening.
 func (g *Gateway) Start(ctx context.Context) error {
-	ctx, g.cancel = context.WithCancel(ctx)
+	var life context.Context
+	life, g.cancel = context.WithCancel(context.Background())
 	fail := func(err error) error {
 		for _, ln := range g.listeners {
 			ln.Close()
@@ -352,6 +354,7 @@ func (g *Gateway) Start(ctx context.Context) error {
 		return err
 	}
 	if g.front != nil {
+		g.front.BaseContext = life
 		ln, err := listen(g.cfg.Server.Listen, "server.listen")
 		if err != nil {
 			return fail(err)
@@ -394,7 +397,7 @@ func (g *Gateway) Start(ctx context.Context) error {
 	}
 	for i, li := range g.locals {
 		ln, li := lns[i], li
-		g.goServe(func() { g.serveLocal(ctx, ln, li) })
+		g.goServe(func() { g.serveLocal(life, ln, li) })
 	}
 	if g.front != nil {
 		g.log.Info("serving", "listen", g.frontLn.Addr().String(), "tls", orDefault(g.cfg.Server.TLS.Source, "self-signed"), "protocols", len(g.front.Protocols))
@@ -505,7 +508,7 @@ func (g *Gateway) serveLocal(ctx context.Context, ln net.Listener, li *localInbo
 		go func() {
 			c.SetDeadline(time.Now().Add(hsTimeout))
 			h := &inboundHandler{next: g.router, carrier: c, inbound: li.tag, source: remoteAddrPort(c)}
-			var srv protocols.Server = li.socks
+			var srv tunnel.Server = li.socks
 			if li.socks == nil {
 				srv = li.http
 			} else if li.http != nil {

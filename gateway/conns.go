@@ -78,7 +78,6 @@ func (c *rewindConn) Rewind() net.Conn {
 	return newPrefixConn(c.Conn, c.tlsState, c.buf)
 }
 
-
 func closeWriteErr(c net.Conn) error {
 	if cw, ok := c.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()

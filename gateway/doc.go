@@ -7,7 +7,7 @@
 //
 // A connection travels: listener -> TLS -> classify first bytes -> either the
 // net/http server (decoy site, later WebSocket and gRPC routes) or a
-// protocol Server from protocols/... -> Router (a protocols.Handler) ->
-// outbound protocols.Dialer -> Relay. Nothing calls back up that chain; the
+// protocol Server from protocols/... -> Router (a tunnel.Handler) ->
+// outbound tunnel.Dialer -> Relay. Nothing calls back up that chain; the
 // decision to fall back to the decoy is made here alone.
 package gateway

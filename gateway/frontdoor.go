@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/portico-gw/portico/protocols"
+	"github.com/portico-gw/portico/protocols/tunnel"
 )
 
 // RawProtocol is one protocol served on raw TLS: its matcher picks the
@@ -20,7 +21,7 @@ type RawProtocol struct {
 	Name    string // for logs: "vless", "vmess", "anytls"
 	Inbound string // the inbound's tag
 	Match   protocols.Matcher
-	Server  protocols.Server
+	Server  tunnel.Server
 }
 
 // FrontDoor is the one HTTPS port: TLS, then the first bytes decide between
@@ -29,9 +30,9 @@ type RawProtocol struct {
 // every byte it sent, so a prober sees exactly what the site would answer.
 type FrontDoor struct {
 	TLS       *tls.Config
-	HTTP      http.Handler      // the site: decoy, later transports' routes
-	Protocols []RawProtocol     // asked in this order
-	Handler   protocols.Handler // receives authenticated tunnels
+	HTTP      http.Handler   // the site: decoy, later transports' routes
+	Protocols []RawProtocol  // asked in this order
+	Handler   tunnel.Handler // receives authenticated tunnels
 	Log       *slog.Logger
 
 	// HandshakeTimeout bounds the TLS handshake plus the protocol header.
@@ -39,6 +40,9 @@ type FrontDoor struct {
 	HandshakeTimeout time.Duration
 	// IdleTimeout closes idle HTTP keep-alive connections. Zero means 2 min.
 	IdleTimeout time.Duration
+	// BaseContext is the parent of every tunnel's context: cancelling it
+	// ends every tunnel. Nil means context.Background().
+	BaseContext context.Context
 
 	initOnce sync.Once
 	httpLn   *chanListener
@@ -235,7 +239,7 @@ func (f *FrontDoor) handle(raw net.Conn) {
 			f.toHTTP(newPrefixConn(tc, &state, buf))
 			return
 		case verdictProto:
-			f.serveProtocol(ctx, tc, &state, buf, f.Protocols[i])
+			f.serveProtocol(tc, &state, buf, f.Protocols[i])
 			return
 		}
 	}
@@ -249,10 +253,14 @@ func (f *FrontDoor) toHTTP(c net.Conn) {
 	}
 }
 
-func (f *FrontDoor) serveProtocol(_ context.Context, tc *tls.Conn, state *tls.ConnectionState, prefix []byte, p RawProtocol) {
+func (f *FrontDoor) serveProtocol(tc *tls.Conn, state *tls.ConnectionState, prefix []byte, p RawProtocol) {
 	rc := newRewindConn(tc, state, prefix)
 	h := &inboundHandler{next: f.Handler, carrier: tc, inbound: p.Inbound, transport: "tls", source: remoteAddrPort(tc)}
-	err := p.Server.ServeConn(context.Background(), rc, h)
+	base := f.BaseContext
+	if base == nil {
+		base = context.Background()
+	}
+	err := p.Server.ServeConn(base, rc, h)
 	if err == nil {
 		return
 	}
@@ -271,14 +279,14 @@ func (f *FrontDoor) serveProtocol(_ context.Context, tc *tls.Conn, state *tls.Co
 // the handshake deadline once a tunnel is authenticated, and fills in what
 // only the gateway knows about the request.
 type inboundHandler struct {
-	next      protocols.Handler
+	next      tunnel.Handler
 	carrier   net.Conn
 	inbound   string
 	transport string
 	source    netip.AddrPort
 }
 
-func (h *inboundHandler) fill(req *protocols.Request) {
+func (h *inboundHandler) fill(req *tunnel.Request) {
 	h.carrier.SetDeadline(time.Time{})
 	if req.Inbound == "" {
 		req.Inbound = h.inbound
@@ -291,12 +299,12 @@ func (h *inboundHandler) fill(req *protocols.Request) {
 	}
 }
 
-func (h *inboundHandler) HandleStream(ctx context.Context, conn net.Conn, req protocols.Request) error {
+func (h *inboundHandler) HandleStream(ctx context.Context, conn net.Conn, req tunnel.Request) error {
 	h.fill(&req)
 	return h.next.HandleStream(ctx, conn, req)
 }
 
-func (h *inboundHandler) HandlePacket(ctx context.Context, pc protocols.PacketConn, req protocols.Request) error {
+func (h *inboundHandler) HandlePacket(ctx context.Context, pc tunnel.PacketConn, req tunnel.Request) error {
 	h.fill(&req)
 	return h.next.HandlePacket(ctx, pc, req)
 }

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/portico-gw/portico/protocols"
+	"github.com/portico-gw/portico/protocols/tunnel"
 )
 
 // testCert is a throwaway self-signed certificate for "localhost".
@@ -52,7 +53,7 @@ func (p fakeProto) match(prefix []byte) (bool, error) {
 	return bytes.HasPrefix(prefix, []byte("PTST")), nil
 }
 
-func (p fakeProto) ServeConn(ctx context.Context, conn net.Conn, h protocols.Handler) error {
+func (p fakeProto) ServeConn(ctx context.Context, conn net.Conn, h tunnel.Handler) error {
 	hdr := make([]byte, 7)
 	if _, err := io.ReadFull(conn, hdr); err != nil {
 		return fmt.Errorf("fake: %w: %v", protocols.ErrNotProtocol, err)
@@ -61,7 +62,7 @@ func (p fakeProto) ServeConn(ctx context.Context, conn net.Conn, h protocols.Han
 		return fmt.Errorf("fake: wrong key: %w", protocols.ErrNotProtocol)
 	}
 	port := uint16(hdr[5])<<8 | uint16(hdr[6])
-	return h.HandleStream(ctx, conn, protocols.Request{User: "tester", Network: protocols.NetworkTCP,
+	return h.HandleStream(ctx, conn, tunnel.Request{User: "tester", Network: protocols.NetworkTCP,
 		Target: protocols.DomainAddr("127.0.0.1", port)})
 }
 
@@ -74,7 +75,7 @@ type testGateway struct {
 func startFront(t *testing.T, protos []RawProtocol, hs time.Duration) *testGateway {
 	t.Helper()
 	log := slog.New(slog.DiscardHandler)
-	router, err := NewRouter(RouterOptions{Outbounds: map[string]protocols.Dialer{"direct": &Direct{}}, Default: "direct", Log: log})
+	router, err := NewRouter(RouterOptions{Outbounds: map[string]tunnel.Dialer{"direct": &Direct{}}, Default: "direct", Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,18 +173,21 @@ func TestFrontDoorFallbackIsExact(t *testing.T) {
 	siteOnly := startFront(t, nil, 2*time.Second)
 	random := make([]byte, 1024)
 	rand.Read(random)
+	// No HTTP/2 probe here: the HTTP/2 server's own frame order (a
+	// WINDOW_UPDATE before or after GOAWAY) varies between two runs of the
+	// site alone, so bytes cannot be compared; HTTP/2 reaches the same
+	// server by the same path as HTTP/1 (TestFrontDoorServesSite).
 	probes := map[string][]byte{
-		"random 1 KiB":       random,
-		"random with crlf":   append(append([]byte{}, random[:100]...), "\r\n\r\n"...),
-		"wrong key":          []byte("PTST\x02\x00\x50 and more"),
-		"truncated header":   []byte("PTST\x01"),
-		"magic only":         []byte("PTS"),
-		"odd method":         []byte("BREW /pot HTTP/1.1\r\nHost: x\r\n\r\n"),
-		"get":                []byte("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
-		"nul byte":           {0},
-		"http/1.0 no host":   []byte("GET /about.html HTTP/1.0\r\n\r\n"),
-		"bad request line":   []byte("GET\r\n\r\n"),
-		"h2 preface garbage": []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\nxxxxxxxxx"),
+		"random 1 KiB":     random,
+		"random with crlf": append(append([]byte{}, random[:100]...), "\r\n\r\n"...),
+		"wrong key":        []byte("PTST\x02\x00\x50 and more"),
+		"truncated header": []byte("PTST\x01"),
+		"magic only":       []byte("PTS"),
+		"odd method":       []byte("BREW /pot HTTP/1.1\r\nHost: x\r\n\r\n"),
+		"get":              []byte("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+		"nul byte":         {0},
+		"http/1.0 no host": []byte("GET /about.html HTTP/1.0\r\n\r\n"),
+		"bad request line": []byte("GET\r\n\r\n"),
 	}
 	for name, b := range probes {
 		t.Run(name, func(t *testing.T) {

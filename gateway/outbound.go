@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/portico-gw/portico/protocols"
+	"github.com/portico-gw/portico/protocols/tunnel"
 )
 
 // Direct dials destinations from this machine. Domain targets are resolved
@@ -21,7 +22,7 @@ type Direct struct {
 	Bind netip.Addr
 }
 
-// DialStream implements protocols.Dialer.
+// DialStream implements tunnel.Dialer.
 func (d *Direct) DialStream(ctx context.Context, dst protocols.Addr) (net.Conn, error) {
 	nd := d.dialer()
 	c, err := nd.DialContext(ctx, "tcp", dst.String())
@@ -31,8 +32,8 @@ func (d *Direct) DialStream(ctx context.Context, dst protocols.Addr) (net.Conn, 
 	return c, nil
 }
 
-// DialPacket implements protocols.Dialer. UDP comes with the UDP issue.
-func (d *Direct) DialPacket(ctx context.Context, dst protocols.Addr) (protocols.PacketConn, error) {
+// DialPacket implements tunnel.Dialer. UDP comes with the UDP issue.
+func (d *Direct) DialPacket(ctx context.Context, dst protocols.Addr) (tunnel.PacketConn, error) {
 	return nil, errors.New("direct: UDP is not supported yet")
 }
 
@@ -51,12 +52,12 @@ func (d *Direct) dialer() *net.Dialer {
 // protocols.ErrBlocked.
 type Block struct{}
 
-// DialStream implements protocols.Dialer.
+// DialStream implements tunnel.Dialer.
 func (Block) DialStream(ctx context.Context, dst protocols.Addr) (net.Conn, error) {
 	return nil, fmt.Errorf("block: %v: %w", dst, protocols.ErrBlocked)
 }
 
-// DialPacket implements protocols.Dialer.
-func (Block) DialPacket(ctx context.Context, dst protocols.Addr) (protocols.PacketConn, error) {
+// DialPacket implements tunnel.Dialer.
+func (Block) DialPacket(ctx context.Context, dst protocols.Addr) (tunnel.PacketConn, error) {
 	return nil, fmt.Errorf("block: %v: %w", dst, protocols.ErrBlocked)
 }

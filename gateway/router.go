@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/portico-gw/portico/protocols"
+	"github.com/portico-gw/portico/protocols/tunnel"
 )
 
 // Rule sends matching tunnels to one outbound. Every non-empty condition
@@ -29,7 +30,7 @@ type Rule struct {
 // PortRange is an inclusive range of ports.
 type PortRange struct{ Lo, Hi uint16 }
 
-func (r *Rule) match(req *protocols.Request) bool {
+func (r *Rule) match(req *tunnel.Request) bool {
 	if len(r.Inbounds) > 0 && !contains(r.Inbounds, req.Inbound) {
 		return false
 	}
@@ -76,10 +77,10 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// Router is the gateway's protocols.Handler: it picks an outbound for each
+// Router is the gateway's tunnel.Handler: it picks an outbound for each
 // authenticated tunnel, dials it and relays, counting bytes per user.
 type Router struct {
-	outbounds   map[string]protocols.Dialer
+	outbounds   map[string]tunnel.Dialer
 	defaultOut  string
 	rules       []Rule
 	log         *slog.Logger
@@ -93,8 +94,8 @@ type Router struct {
 
 // RouterOptions configures a Router.
 type RouterOptions struct {
-	Outbounds   map[string]protocols.Dialer // by tag; must hold Default
-	Default     string                      // the outbound when no rule matches
+	Outbounds   map[string]tunnel.Dialer // by tag; must hold Default
+	Default     string                   // the outbound when no rule matches
 	Rules       []Rule
 	Idle        time.Duration // relay idle timeout; zero = 5 min
 	DialTimeout time.Duration // zero = 10 s
@@ -147,7 +148,7 @@ func (rt *Router) Wait(ctx context.Context) error {
 	}
 }
 
-func (rt *Router) pick(req *protocols.Request) string {
+func (rt *Router) pick(req *tunnel.Request) string {
 	for i := range rt.rules {
 		if rt.rules[i].match(req) {
 			return rt.rules[i].Outbound
@@ -156,8 +157,8 @@ func (rt *Router) pick(req *protocols.Request) string {
 	return rt.defaultOut
 }
 
-// HandleStream implements protocols.Handler.
-func (rt *Router) HandleStream(ctx context.Context, conn net.Conn, req protocols.Request) error {
+// HandleStream implements tunnel.Handler.
+func (rt *Router) HandleStream(ctx context.Context, conn net.Conn, req tunnel.Request) error {
 	rt.active.Add(1)
 	rt.open.Add(1)
 	defer func() { rt.open.Add(-1); rt.active.Done() }()
@@ -167,7 +168,7 @@ func (rt *Router) HandleStream(ctx context.Context, conn net.Conn, req protocols
 	dctx, cancel := context.WithTimeout(ctx, rt.dialTimeout)
 	target, err := rt.outbounds[outTag].DialStream(dctx, req.Target)
 	cancel()
-	if dr, ok := conn.(protocols.DialReporter); ok {
+	if dr, ok := conn.(tunnel.DialReporter); ok {
 		dr.ReportDial(err)
 	}
 	if err != nil {
@@ -193,13 +194,13 @@ func (rt *Router) HandleStream(ctx context.Context, conn net.Conn, req protocols
 	return res.Err
 }
 
-// HandlePacket implements protocols.Handler. UDP comes with the UDP issue.
-func (rt *Router) HandlePacket(ctx context.Context, pc protocols.PacketConn, req protocols.Request) error {
+// HandlePacket implements tunnel.Handler. UDP comes with the UDP issue.
+func (rt *Router) HandlePacket(ctx context.Context, pc tunnel.PacketConn, req tunnel.Request) error {
 	pc.Close()
 	return errors.New("router: UDP is not supported yet")
 }
 
-func tunnelAttrs(req *protocols.Request, out string) []any {
+func tunnelAttrs(req *tunnel.Request, out string) []any {
 	return []any{"user", req.User, "inbound", req.Inbound, "transport", req.Transport,
 		"network", req.Network.String(), "target", req.Target.String(), "source", req.Source.String(), "outbound", out}
 }

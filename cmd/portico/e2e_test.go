@@ -420,3 +420,11 @@ func httpServer(t *testing.T, body string) string {
 	t.Cleanup(func() { srv.Close() })
 	return "http://" + ln.Addr().String() + "/"
 }
+
+func TestJSONLogs(t *testing.T) {
+	p := start(t, "run", "-state", t.TempDir(), "-listen", "127.0.0.1:0", "-log-format", "json", "-log-level", "debug")
+	line := p.waitLine(t, regexp.MustCompile(`^(\{.*"msg":"serving".*\})$`))
+	if !strings.Contains(line, `"level":"INFO"`) || !strings.Contains(line, `"listen":"127.0.0.1:`) {
+		t.Fatalf("JSON log line %s", line)
+	}
+}

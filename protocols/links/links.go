@@ -7,6 +7,7 @@ package links
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -79,6 +80,9 @@ func parseVLESS(s string) (Link, error) {
 	l.readCommon(q)
 	l.Flow = q.Get("flow")
 	l.Encryption = q.Get("encryption")
+	if l.Encryption == "" {
+		l.Encryption = "none" // VLESS has no other value today
+	}
 	if v := q.Get("v"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || (n != 0 && n != 1) {
@@ -96,6 +100,12 @@ func (l *Link) setHostPort(u *url.URL) error {
 	l.Host = u.Hostname()
 	if l.Host == "" {
 		return fmt.Errorf("%w: no server host", ErrBadLink)
+	}
+	if strings.Contains(l.Host, ":") {
+		// net/url accepts "h::1:443" loosely; only a bracketed IPv6 is a host.
+		if _, err := netip.ParseAddr(l.Host); err != nil || !strings.HasPrefix(u.Host, "[") {
+			return fmt.Errorf("%w: host %q is not a name, an IPv4 or a [bracketed] IPv6 address", ErrBadLink, l.Host)
+		}
 	}
 	p := u.Port()
 	if p == "" {

@@ -19,7 +19,7 @@ import (
 )
 
 // Dialer opens TLS (or, with TLS nil, plain TCP) connections to Address. It
-// implements protocols.ConnDialer.
+// implements tunnel.ConnDialer.
 type Dialer struct {
 	Address string      // host:port of the server
 	TLS     *tls.Config // nil = plain TCP
@@ -29,7 +29,7 @@ type Dialer struct {
 // ErrPinMismatch is returned when the server's certificate is not the pinned one.
 var ErrPinMismatch = errors.New("rawtls: server certificate does not match the pin")
 
-// DialConn implements protocols.ConnDialer.
+// DialConn implements tunnel.ConnDialer.
 func (d *Dialer) DialConn(ctx context.Context) (net.Conn, error) {
 	nd := net.Dialer{Timeout: d.Timeout, KeepAlive: 30 * time.Second}
 	if nd.Timeout == 0 {

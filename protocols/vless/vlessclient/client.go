@@ -1,6 +1,6 @@
 // Package vlessclient is the net side of a VLESS v0 client: an outbound
-// [protocols.Dialer] that opens a carrier connection through a
-// [protocols.ConnDialer] (TLS, WebSocket, gRPC…) and speaks VLESS over it.
+// [tunnel.Dialer] that opens a carrier connection through a
+// [tunnel.ConnDialer] (TLS, WebSocket, gRPC…) and speaks VLESS over it.
 //
 // The request header travels in the same carrier write as the first payload
 // bytes, so a tunnel costs no round trip beyond the carrier's own. The codec
@@ -23,14 +23,15 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/portico-gw/portico/protocols"
+	"github.com/portico-gw/portico/protocols/tunnel"
 	"github.com/portico-gw/portico/protocols/vless"
 )
 
 // Options configures a Client.
 type Options struct {
-	ID      uuid.UUID            // the VLESS user id; required
-	Flow    string               // must be "" for now
-	Carrier protocols.ConnDialer // opens the connection to the server; required
+	ID      uuid.UUID         // the VLESS user id; required
+	Flow    string            // must be "" for now
+	Carrier tunnel.ConnDialer // opens the connection to the server; required
 
 	// HeaderWait is how long a Read that comes before any Write waits for
 	// that Write, so that the request header still leaves with the first
@@ -51,15 +52,15 @@ var (
 	ErrOptions = errors.New("vless: bad client options")
 )
 
-// Client is a VLESS v0 client. It implements protocols.Dialer and is safe
+// Client is a VLESS v0 client. It implements tunnel.Dialer and is safe
 // for concurrent use.
 type Client struct {
 	id      uuid.UUID
-	carrier protocols.ConnDialer
+	carrier tunnel.ConnDialer
 	wait    time.Duration
 }
 
-var _ protocols.Dialer = (*Client)(nil)
+var _ tunnel.Dialer = (*Client)(nil)
 
 // New returns a client for opts. It fails without an ID or a Carrier, and
 // on any flow other than "".
@@ -104,7 +105,7 @@ func (c *Client) DialStream(ctx context.Context, dst protocols.Addr) (net.Conn, 
 }
 
 // DialPacket is not supported yet.
-func (c *Client) DialPacket(ctx context.Context, dst protocols.Addr) (protocols.PacketConn, error) {
+func (c *Client) DialPacket(ctx context.Context, dst protocols.Addr) (tunnel.PacketConn, error) {
 	return nil, fmt.Errorf("%w (dial %v)", ErrUDP, dst)
 }
 

@@ -1,6 +1,6 @@
 // Package vlessserver is the net side of a VLESS v0 server: it reads and
 // authenticates the request header on a carrier connection (raw TLS, a
-// WebSocket, a gRPC stream…) and hands the tunnel to a [protocols.Handler].
+// WebSocket, a gRPC stream…) and hands the tunnel to a [tunnel.Handler].
 //
 // A connection that is not VLESS for one of this server's users is refused
 // with an error wrapping [protocols.ErrNotProtocol] before a byte is written,
@@ -27,6 +27,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/portico-gw/portico/protocols"
+	"github.com/portico-gw/portico/protocols/tunnel"
 	"github.com/portico-gw/portico/protocols/vless"
 )
 
@@ -64,7 +65,7 @@ var (
 	ErrBadUser = errors.New("vless: bad user")
 )
 
-// Server is a VLESS v0 server. It implements protocols.Server; its Match
+// Server is a VLESS v0 server. It implements tunnel.Server; its Match
 // method is a protocols.Matcher. Methods are safe for concurrent use.
 type Server struct {
 	users     atomic.Pointer[userTable]
@@ -73,7 +74,7 @@ type Server struct {
 	log       *slog.Logger
 }
 
-var _ protocols.Server = (*Server)(nil)
+var _ tunnel.Server = (*Server)(nil)
 
 // account is what the server keeps of a User.
 type account struct {
@@ -179,7 +180,7 @@ func (s *Server) Match(prefix []byte) (bool, error) {
 // It holds the longest header; payload bytes read with it are handed on.
 const headerBufSize = 1024
 
-// ServeConn serves one carrier connection, following protocols.Server's
+// ServeConn serves one carrier connection, following tunnel.Server's
 // contract:
 //
 //   - Until a whole header from a known user has been read — unknown UUID or
@@ -197,7 +198,7 @@ const headerBufSize = 1024
 //
 // It sets no deadline: the caller's handshake deadline, if any, bounds the
 // header read, and the caller clears it afterwards.
-func (s *Server) ServeConn(ctx context.Context, conn net.Conn, h protocols.Handler) error {
+func (s *Server) ServeConn(ctx context.Context, conn net.Conn, h tunnel.Handler) error {
 	if err := ctx.Err(); err != nil {
 		conn.Close()
 		return fmt.Errorf("vless: %w", err)
@@ -227,7 +228,7 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn, h protocols.Handl
 		conn.Close()
 		return fmt.Errorf("vless: %w", err)
 	}
-	req := protocols.Request{
+	req := tunnel.Request{
 		User:      acct.label,
 		Network:   protocols.NetworkTCP,
 		Target:    hdr.Target,

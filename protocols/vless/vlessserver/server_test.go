@@ -18,6 +18,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/portico-gw/portico/protocols"
+	"github.com/portico-gw/portico/protocols/tunnel"
 	"github.com/portico-gw/portico/protocols/vless"
 	"github.com/portico-gw/portico/protocols/vless/internal/vlesstest"
 	"github.com/portico-gw/portico/protocols/vless/vlessserver"
@@ -58,14 +59,14 @@ func tcpTo(id uuid.UUID, target string) vless.RequestHeader {
 	return vless.RequestHeader{ID: id, Command: vless.CommandTCP, Target: a}
 }
 
-// handlerFunc adapts a function to protocols.Handler and counts calls.
+// handlerFunc adapts a function to tunnel.Handler and counts calls.
 type handlerFunc struct {
 	mu    sync.Mutex
 	calls int
-	f     func(ctx context.Context, conn net.Conn, req protocols.Request) error
+	f     func(ctx context.Context, conn net.Conn, req tunnel.Request) error
 }
 
-func (h *handlerFunc) HandleStream(ctx context.Context, conn net.Conn, req protocols.Request) error {
+func (h *handlerFunc) HandleStream(ctx context.Context, conn net.Conn, req tunnel.Request) error {
 	h.mu.Lock()
 	h.calls++
 	h.mu.Unlock()
@@ -76,7 +77,7 @@ func (h *handlerFunc) HandleStream(ctx context.Context, conn net.Conn, req proto
 	return h.f(ctx, conn, req)
 }
 
-func (h *handlerFunc) HandlePacket(ctx context.Context, pc protocols.PacketConn, req protocols.Request) error {
+func (h *handlerFunc) HandlePacket(ctx context.Context, pc tunnel.PacketConn, req tunnel.Request) error {
 	pc.Close()
 	return errors.New("no packets")
 }
@@ -247,8 +248,8 @@ func TestTunnel(t *testing.T) {
 			s := newServer(t, vlessserver.Options{Inbound: "in-1", Transport: "tls"})
 			fc := vlesstest.NewFake(segs...)
 			var got []byte
-			var req protocols.Request
-			h := &handlerFunc{f: func(ctx context.Context, c net.Conn, r protocols.Request) error {
+			var req tunnel.Request
+			h := &handlerFunc{f: func(ctx context.Context, c net.Conn, r tunnel.Request) error {
 				req = r
 				var err error
 				if got, err = io.ReadAll(c); err != nil {
@@ -268,7 +269,7 @@ func TestTunnel(t *testing.T) {
 			if string(got) != "hello, world" {
 				t.Errorf("payload = %q", got)
 			}
-			want := protocols.Request{
+			want := tunnel.Request{
 				User: "alice@example.com", Network: protocols.NetworkTCP,
 				Target:  protocols.Addr{Domain: "example.com", Port: 8443},
 				Source:  netip.MustParseAddrPort("192.0.2.7:40000"),
@@ -306,7 +307,7 @@ func TestResponseAlone(t *testing.T) {
 		if half {
 			conn = fc.Half()
 		}
-		h := &handlerFunc{f: func(ctx context.Context, c net.Conn, r protocols.Request) error {
+		h := &handlerFunc{f: func(ctx context.Context, c net.Conn, r tunnel.Request) error {
 			if r.User != vlessserver.Label(bob) {
 				t.Errorf("user = %q, want the label", r.User)
 			}
@@ -337,7 +338,7 @@ func TestCloseDuringBlockedWrite(t *testing.T) {
 	s := newServer(t, vlessserver.Options{})
 	fc := vlesstest.NewFake(header(t, tcpTo(alice, "1.2.3.4:80")))
 	fc.BlockWrites = make(chan struct{})
-	h := &handlerFunc{f: func(ctx context.Context, c net.Conn, r protocols.Request) error {
+	h := &handlerFunc{f: func(ctx context.Context, c net.Conn, r tunnel.Request) error {
 		done := make(chan error, 1)
 		go func() { _, err := c.Write([]byte("x")); done <- err }()
 		time.Sleep(20 * time.Millisecond) // let the Write take the lock and block
@@ -375,7 +376,7 @@ func TestSetUsers(t *testing.T) {
 		t.Errorf("removed user: %v", err)
 	}
 	var user string
-	h := &handlerFunc{f: func(ctx context.Context, c net.Conn, r protocols.Request) error { user = r.User; return c.Close() }}
+	h := &handlerFunc{f: func(ctx context.Context, c net.Conn, r tunnel.Request) error { user = r.User; return c.Close() }}
 	if err := s.ServeConn(context.Background(), vlesstest.NewFake(header(t, tcpTo(eve, "1.2.3.4:1"))), h); err != nil || user != "eve" {
 		t.Errorf("new user: %v, %q", err, user)
 	}

@@ -1,6 +1,6 @@
 // Package vlesstest holds test helpers shared by the vlessserver and
 // vlessclient tests: a loopback echo server, a checksummed bulk exchange, a
-// relaying protocols.Handler, a self-signed certificate, carrier dialers,
+// relaying tunnel.Handler, a self-signed certificate, carrier dialers,
 // and a runner for a real V2Ray peer. It is for tests only.
 package vlesstest
 
@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/portico-gw/portico/protocols"
+	"github.com/portico-gw/portico/protocols/tunnel"
 )
 
 // Echo starts a TCP echo server on 127.0.0.1 and returns its address. Each
@@ -110,21 +111,21 @@ func Exchange(conn net.Conn, size int64, seed uint64) error {
 	return nil
 }
 
-// RelayHandler is a protocols.Handler that dials the request's target and
+// RelayHandler is a tunnel.Handler that dials the request's target and
 // relays both ways with io.Copy, recording every request.
 type RelayHandler struct {
 	mu       sync.Mutex
-	requests []protocols.Request
+	requests []tunnel.Request
 }
 
 // Requests returns the requests seen so far.
-func (h *RelayHandler) Requests() []protocols.Request {
+func (h *RelayHandler) Requests() []tunnel.Request {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return append([]protocols.Request(nil), h.requests...)
+	return append([]tunnel.Request(nil), h.requests...)
 }
 
-func (h *RelayHandler) HandleStream(ctx context.Context, conn net.Conn, req protocols.Request) error {
+func (h *RelayHandler) HandleStream(ctx context.Context, conn net.Conn, req tunnel.Request) error {
 	h.mu.Lock()
 	h.requests = append(h.requests, req)
 	h.mu.Unlock()
@@ -155,7 +156,7 @@ func (h *RelayHandler) HandleStream(ctx context.Context, conn net.Conn, req prot
 	}
 }
 
-func (h *RelayHandler) HandlePacket(ctx context.Context, pc protocols.PacketConn, req protocols.Request) error {
+func (h *RelayHandler) HandlePacket(ctx context.Context, pc tunnel.PacketConn, req tunnel.Request) error {
 	pc.Close()
 	return errors.New("relay: packets not supported")
 }
@@ -207,7 +208,7 @@ func SelfSigned(t testing.TB) Cert {
 	return c
 }
 
-// Dialer is a protocols.ConnDialer over TCP, with TLS when TLS is set.
+// Dialer is a tunnel.ConnDialer over TCP, with TLS when TLS is set.
 type Dialer struct {
 	Addr string
 	TLS  *tls.Config
@@ -225,7 +226,7 @@ func (d Dialer) DialConn(ctx context.Context) (net.Conn, error) {
 // Serve accepts on ln until it is closed and runs srv on every
 // connection, wrapped in TLS when cfg is not nil. ServeConn errors are sent
 // to the returned channel when there is room.
-func Serve(t testing.TB, ln net.Listener, cfg *tls.Config, srv protocols.Server, h protocols.Handler) <-chan error {
+func Serve(t testing.TB, ln net.Listener, cfg *tls.Config, srv tunnel.Server, h tunnel.Handler) <-chan error {
 	errs := make(chan error, 100)
 	t.Cleanup(func() { ln.Close() })
 	go func() {

@@ -1,0 +1,90 @@
+// Package tunnel holds the net-side contracts between Portico's layers:
+// the authenticated [Request], the [Handler] the gateway provides, the
+// [Server] each protocol provides, and the [Dialer] and [ConnDialer] of the
+// client side. They live apart from package protocols because they speak
+// net.Conn, and the pure codecs (which import protocols) must not pull in
+// the network stack.
+//
+// Data flows one way: transport -> protocol [Server] -> [Handler] (the
+// gateway's router) -> outbound [Dialer] -> relay. Nothing calls back up.
+package tunnel
+
+import (
+	"context"
+	"net"
+	"net/netip"
+
+	"github.com/portico-gw/portico/protocols"
+)
+
+// Request is what a protocol server learned from an authenticated handshake,
+// handed to the [Handler] together with the tunnel's payload.
+type Request struct {
+	User      string            // the user's name for logs and counters (email, or a short id); never a key
+	Network   protocols.Network // TCP or UDP
+	Target    protocols.Addr    // where the client wants to go
+	Source    netip.AddrPort    // the client as the gateway saw it (after trusted-proxy headers)
+	Inbound   string            // the inbound's tag, for routing and counters
+	Transport string            // "tls", "ws", "grpc", … for logs and metrics
+}
+
+// Handler receives authenticated tunnels. The gateway's router implements
+// it; protocol servers call it.
+//
+// HandleStream owns conn from the call on: it dials the target, relays, and
+// closes conn before returning, whatever the outcome. It is called once per
+// tunnel (once per connection for VLESS and VMess, once per stream for
+// AnyTLS) and may be called concurrently. The returned error is for logging:
+// the tunnel is over either way. If conn implements [DialReporter], the
+// handler calls ReportDial once, after the outbound dial and before it reads
+// or writes conn.
+type Handler interface {
+	HandleStream(ctx context.Context, conn net.Conn, req Request) error
+	HandlePacket(ctx context.Context, pc PacketConn, req Request) error
+}
+
+// DialReporter is implemented by tunnel streams whose protocol tells the
+// client whether the outbound dial worked (AnyTLS's SYNACK). A nil error
+// means the dial succeeded.
+type DialReporter interface {
+	ReportDial(err error)
+}
+
+// Server is one protocol's server side. The gateway calls ServeConn once per
+// accepted carrier connection (raw TLS, a WebSocket, a gRPC stream…);
+// ServeConn authenticates, calls h once per tunnel inside the connection, and
+// returns when the connection is done, having closed it.
+//
+// When conn is not for this protocol (unknown key or version, malformed
+// header) ServeConn returns an error wrapping [protocols.ErrNotProtocol] before writing
+// a byte and WITHOUT closing conn, so that the gateway can replay what was
+// read into the decoy. Any other error is for logging only.
+type Server interface {
+	ServeConn(ctx context.Context, conn net.Conn, h Handler) error
+}
+
+// Dialer opens outbound tunnels: direct, block, and every protocol client.
+// Methods are safe for concurrent use. Errors wrap [protocols.ErrBlocked] when a
+// destination is refused by policy.
+type Dialer interface {
+	// DialStream connects to dst and returns a stream to it.
+	DialStream(ctx context.Context, dst protocols.Addr) (net.Conn, error)
+	// DialPacket returns a packet conn whose first destination is dst.
+	DialPacket(ctx context.Context, dst protocols.Addr) (PacketConn, error)
+}
+
+// ConnDialer opens the carrier connection a protocol client speaks over: a
+// TLS connection, a WebSocket, a gRPC stream. Transports implement it; the
+// protocol clients know nothing else about them.
+type ConnDialer interface {
+	DialConn(ctx context.Context) (net.Conn, error)
+}
+
+// PacketConn carries datagrams with an address on each. Reads return the
+// remote a packet came from; writes name where it goes. Close unblocks
+// pending reads.
+type PacketConn interface {
+	ReadPacket(b []byte) (n int, from protocols.Addr, err error)
+	WritePacket(b []byte, to protocols.Addr) error
+	Close() error
+}
