@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/portico-gw/portico/internal/nettest"
 	"github.com/portico-gw/portico/protocols"
 	"github.com/portico-gw/portico/protocols/vless/vlessclient"
 	"github.com/portico-gw/portico/transports/rawtls"
@@ -69,31 +70,11 @@ func startDefault(t *testing.T, tweak func(*Config)) (*Gateway, *vlessclient.Cli
 	return g, c, logs
 }
 
-// holdServer accepts connections and echoes until told to stop.
-func holdServer(t *testing.T) protocols.Addr {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(c, c); c.Close() }()
-		}
-	}()
-	a, _ := protocols.ParseAddr(ln.Addr().String())
-	return a
-}
-
 // TestShutdownDrains: after Shutdown starts, an open tunnel keeps carrying
 // data until it ends by itself, and Shutdown returns once it has.
 func TestShutdownDrains(t *testing.T) {
 	g, client, _ := startDefault(t, nil)
-	target := holdServer(t)
+	target := protocols.AddrFromAddrPort(nettest.Echo(t).AddrPort())
 	conn, err := client.DialStream(context.Background(), target)
 	if err != nil {
 		t.Fatal(err)
@@ -151,7 +132,7 @@ func TestShutdownDrains(t *testing.T) {
 // closed and Shutdown reports it.
 func TestShutdownCutsAtDeadline(t *testing.T) {
 	g, client, logs := startDefault(t, nil)
-	conn, err := client.DialStream(context.Background(), holdServer(t))
+	conn, err := client.DialStream(context.Background(), protocols.AddrFromAddrPort(nettest.Echo(t).AddrPort()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +162,7 @@ func TestShutdownCutsAtDeadline(t *testing.T) {
 // TestRoutingBlock: a rule sends a destination to the block outbound; the
 // client's dial fails and the log says so, while other targets pass.
 func TestRoutingBlock(t *testing.T) {
-	target := holdServer(t)
+	target := protocols.AddrFromAddrPort(nettest.Echo(t).AddrPort())
 	g, client, logs := startDefault(t, func(c *Config) {
 		c.Outbounds = []OutboundConfig{{Tag: "direct", Protocol: "direct"}, {Tag: "block", Protocol: "block"}}
 		c.Routing.Rules = []RuleConfig{{Domain: []string{"blocked.test"}, OutboundTag: "block"}}

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/portico-gw/portico/gateway"
+	"github.com/portico-gw/portico/internal/nettest"
 	"github.com/portico-gw/portico/protocols"
 	"github.com/portico-gw/portico/protocols/socks"
 )
@@ -185,7 +186,7 @@ func TestEmbeddedDefault(t *testing.T) {
 	t.Run("tunnel through portico client", func(t *testing.T) {
 		cl := start(t, "client", "-listen", "127.0.0.1:0", link)
 		proxy := cl.waitLine(t, localRe)
-		echo := echoServer(t)
+		echo := nettest.Echo(t).String()
 
 		// SOCKS5 CONNECT to an echo server; 4 MiB with a checksum.
 		c, err := net.Dial("tcp", proxy)
@@ -390,24 +391,6 @@ func sendAndDrain(t *testing.T, dial func() (net.Conn, error), b []byte) []byte 
 	}
 	got, _ := io.ReadAll(c)
 	return dateRe.ReplaceAll(got, []byte("Date: X\r\n"))
-}
-
-func echoServer(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(c, c); c.Close() }()
-		}
-	}()
-	return ln.Addr().String()
 }
 
 func httpServer(t *testing.T, body string) string {

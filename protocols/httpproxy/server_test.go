@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portico-gw/portico/internal/nettest"
 	"github.com/portico-gw/portico/protocols"
 	"github.com/portico-gw/portico/protocols/tunnel"
 )
@@ -266,7 +267,7 @@ func TestDialFailures(t *testing.T) {
 }
 
 func TestConnectPipelined(t *testing.T) {
-	echo := echoServer(t)
+	echo := nettest.Echo(t)
 	p := startProxy(t, &Server{}, &relayHandler{report: true})
 	c := rawConn(t, p.addr)
 	// The CONNECT, and the first payload bytes in the same segment.

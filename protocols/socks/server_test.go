@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/net/proxy"
 
+	"github.com/portico-gw/portico/internal/nettest"
 	"github.com/portico-gw/portico/protocols"
 	"github.com/portico-gw/portico/protocols/tunnel"
 )
@@ -75,34 +76,6 @@ func (h *relayHandler) HandlePacket(context.Context, tunnel.PacketConn, tunnel.R
 	return errors.New("no packets")
 }
 
-// echoServer listens on loopback and echoes every connection.
-func echoServer(t *testing.T) *net.TCPAddr {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				_, _ = io.Copy(c, c)
-			}()
-		}
-	}()
-	return ln.Addr().(*net.TCPAddr)
-}
-
 // startProxy runs srv on a loopback listener; ServeConn's errors go to the
 // returned channel.
 func startProxy(t *testing.T, srv *Server, h tunnel.Handler) (string, <-chan error) {
@@ -153,7 +126,7 @@ func echoRoundTrip(t *testing.T, c net.Conn, msg string) {
 }
 
 func TestXNetClientNoAuth(t *testing.T) {
-	echo := echoServer(t)
+	echo := nettest.Echo(t)
 	h := &relayHandler{report: true}
 	addr, _ := startProxy(t, &Server{Inbound: "local-socks"}, h)
 	d, err := proxy.SOCKS5("tcp", addr, nil, nil)
@@ -188,7 +161,7 @@ func TestXNetClientNoAuth(t *testing.T) {
 }
 
 func TestXNetClientUserPass(t *testing.T) {
-	echo := echoServer(t)
+	echo := nettest.Echo(t)
 	h := &relayHandler{report: true}
 	srv := &Server{Users: map[string]string{"alice": "secret", "bob": "hunter2"}}
 	addr, errs := startProxy(t, srv, h)
@@ -466,7 +439,7 @@ func TestCloseBeforeReport(t *testing.T) {
 }
 
 func TestPipelinedPayload(t *testing.T) {
-	echo := echoServer(t)
+	echo := nettest.Echo(t)
 	addr, _ := startProxy(t, &Server{}, &relayHandler{report: true})
 	c := rawConn(t, addr)
 	// An optimistic client: greeting, request and payload in one write.
@@ -482,7 +455,7 @@ func TestPipelinedPayload(t *testing.T) {
 }
 
 func TestPipelinedAuth(t *testing.T) {
-	echo := echoServer(t)
+	echo := nettest.Echo(t)
 	addr, _ := startProxy(t, &Server{Users: map[string]string{"u": "p"}}, &relayHandler{report: true})
 	c := rawConn(t, addr)
 	b, _ := AppendGreeting(nil, MethodUserPass)
@@ -536,7 +509,7 @@ func TestRefusedRequests(t *testing.T) {
 }
 
 func TestIPLiteralDomainNormalized(t *testing.T) {
-	echo := echoServer(t)
+	echo := nettest.Echo(t)
 	h := &relayHandler{report: true}
 	addr, _ := startProxy(t, &Server{}, h)
 	c := rawConn(t, addr)
@@ -551,7 +524,7 @@ func TestIPLiteralDomainNormalized(t *testing.T) {
 }
 
 func TestMappedIPv6Unmapped(t *testing.T) {
-	echo := echoServer(t)
+	echo := nettest.Echo(t)
 	h := &relayHandler{report: true}
 	addr, _ := startProxy(t, &Server{}, h)
 	c := rawConn(t, addr)
@@ -617,7 +590,7 @@ func TestHandshakeAbortedByContext(t *testing.T) {
 }
 
 func TestDialClient(t *testing.T) {
-	echo := echoServer(t)
+	echo := nettest.Echo(t)
 	h := &relayHandler{report: true}
 	addr, _ := startProxy(t, &Server{Users: map[string]string{"alice": "secret"}}, h)
 

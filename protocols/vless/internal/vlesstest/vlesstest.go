@@ -31,6 +31,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portico-gw/portico/internal/nettest"
 	"github.com/portico-gw/portico/protocols"
 	"github.com/portico-gw/portico/protocols/tunnel"
 )
@@ -39,26 +40,7 @@ import (
 // connection is echoed until EOF, then half-closed (or closed).
 func Echo(t testing.TB) protocols.Addr {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-				CloseWrite(c)
-				io.Copy(io.Discard, c)
-			}()
-		}
-	}()
-	return protocols.AddrFromAddrPort(ln.Addr().(*net.TCPAddr).AddrPort())
+	return protocols.AddrFromAddrPort(nettest.Echo(t).AddrPort())
 }
 
 // CloseWrite half-closes c when it can.
