@@ -230,6 +230,69 @@ func TestEmbeddedDefault(t *testing.T) {
 		}
 	})
 
+	// socksEcho opens a SOCKS5 tunnel to an echo server through proxy and
+	// checks a short round trip; it returns the SOCKS error, if any.
+	socksEcho := func(t *testing.T, proxy string) error {
+		c, err := net.Dial("tcp", proxy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		dst := protocols.AddrFromAddrPort(nettest.Echo(t).AddrPort())
+		if err := socks.Dial(context.Background(), c, dst, "", ""); err != nil {
+			return err
+		}
+		c.Write([]byte("ping"))
+		buf := make([]byte, 4)
+		if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "ping" {
+			t.Fatalf("echo: %q, %v", buf, err)
+		}
+		return nil
+	}
+
+	t.Run("a wrong pin is refused", func(t *testing.T) {
+		bad := strings.Replace(link, pin, strings.Repeat("0", 64), 1)
+		cl := start(t, "client", "-listen", "127.0.0.1:0", bad)
+		if err := socksEcho(t, cl.waitLine(t, localRe)); err == nil {
+			t.Fatal("tunnel opened through a server whose certificate does not match the pin")
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for !strings.Contains(cl.errOut(), "does not match the pin") && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if !strings.Contains(cl.errOut(), "does not match the pin") {
+			t.Fatalf("client log does not say why:\n%s", cl.errOut())
+		}
+	})
+
+	t.Run("allowInsecure works with a warning", func(t *testing.T) {
+		insecure := strings.Replace(link, "pin="+pin, "allowInsecure=1", 1)
+		cl := start(t, "client", "-listen", "127.0.0.1:0", insecure)
+		proxy := cl.waitLine(t, localRe)
+		if !strings.Contains(cl.errOut(), "level=WARN") || !strings.Contains(cl.errOut(), "certificate checks") {
+			t.Fatalf("no warning about allowInsecure:\n%s", cl.errOut())
+		}
+		if err := socksEcho(t, proxy); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("client -c FILE", func(t *testing.T) {
+		host, port, _ := net.SplitHostPort(addr)
+		cfg := filepath.Join(t.TempDir(), "client.json")
+		os.WriteFile(cfg, []byte(fmt.Sprintf(`{
+			"inbounds": [{"protocol": "mixed", "listen": "127.0.0.1:0"}],
+			"outbounds": [{"protocol": "vless",
+				"settings": {"vnext": [{"address": %q, "port": %s, "users": [{"id": %q, "encryption": "none"}]}]},
+				"streamSettings": {"security": "tls", "tlsSettings": {"pin": %q}}}]
+		}`, host, port, u.User.Username(), pin)), 0o644)
+		cl := start(t, "client", "-c", cfg)
+		if err := socksEcho(t, cl.waitLine(t, localRe)); err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	t.Run("SIGTERM stops it cleanly", func(t *testing.T) {
 		srv.cmd.Process.Signal(syscall.SIGTERM)
 		select {
