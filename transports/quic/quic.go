@@ -1,0 +1,319 @@
+// Package quic carries tunnels over QUIC on the front door's port number
+// (UDP), as HTTP/3. Every connection negotiates ALPN "h3" and is served by
+// an HTTP/3 server, so to a prober the port is the same site over HTTP/3.
+// A tunnel is one HTTP/3 request stream: a POST to the route's path whose
+// request and response bodies (DATA frames) are the tunnel's two
+// directions once the server has answered 200 — one bidirectional QUIC
+// stream per tunnel, many tunnels per connection, and 0-RTT when the client
+// holds a session ticket.
+//
+// Like every transport here, it knows nothing of the protocol inside: the
+// server side yields net.Conn to a Serve func, the client side is a
+// tunnel.ConnDialer.
+package quic
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	quicgo "github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+)
+
+// Error codes for streams ended early, from RFC 9114 §8.1.
+const (
+	codeNoError          = quicgo.StreamErrorCode(http3.ErrCodeNoError)
+	codeRequestCancelled = quicgo.StreamErrorCode(http3.ErrCodeRequestCanceled)
+)
+
+// Server serves HTTP/3 on a UDP socket. Handler receives every request:
+// the site, with TunnelHandler routes mounted in front of it.
+type Server struct {
+	TLS         *tls.Config // certificates; NextProtos is set to h3
+	Handler     http.Handler
+	Log         *slog.Logger
+	IdleTimeout time.Duration // HTTP/3 idle connections; zero = 2 min
+
+	once sync.Once
+	h3   *http3.Server
+}
+
+func (s *Server) init() {
+	s.once.Do(func() {
+		idle := s.IdleTimeout
+		if idle == 0 {
+			idle = 2 * time.Minute
+		}
+		s.h3 = &http3.Server{
+			TLSConfig: http3.ConfigureTLSConfig(s.TLS),
+			Handler:   s.Handler,
+			QUICConfig: &quicgo.Config{
+				Allow0RTT:       true,
+				MaxIdleTimeout:  idle,
+				KeepAlivePeriod: 0,
+			},
+			IdleTimeout: idle,
+			Logger:      s.Log,
+		}
+	})
+}
+
+// Serve serves pc until Close; it returns the socket's error.
+func (s *Server) Serve(pc net.PacketConn) error {
+	s.init()
+	return s.h3.Serve(pc)
+}
+
+// Close stops the server and closes every connection at once.
+func (s *Server) Close() error {
+	s.init()
+	return s.h3.Close()
+}
+
+// Shutdown stops accepting and lets requests finish until ctx is done.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.init()
+	return s.h3.Shutdown(ctx)
+}
+
+// AltSvc wraps the TCP site so that every answer advertises HTTP/3 on port,
+// as modern sites do.
+func AltSvc(next http.Handler, port int) http.Handler {
+	value := `h3=":` + strconv.Itoa(port) + `"; ma=86400`
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ProtoMajor < 3 {
+			w.Header().Set("Alt-Svc", value)
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// TunnelHandler is one tunnel route on the HTTP/3 server. A POST to Path
+// (and Host, when set) over HTTP/3 is answered 200 and its stream becomes
+// the tunnel handed to Serve; every other request goes to Next, so probers
+// see the site. Serve is called in the request's goroutine and the stream is
+// closed when it returns.
+type TunnelHandler struct {
+	Path  string
+	Host  string
+	Next  http.Handler
+	Serve func(conn net.Conn, r *http.Request)
+}
+
+func (h *TunnelHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	streamer, ok := w.(http3.HTTPStreamer)
+	if !ok || r.ProtoMajor != 3 || r.Method != http.MethodPost || r.URL.Path != h.Path ||
+		(h.Host != "" && !sameHost(r.Host, h.Host)) {
+		h.next(w, r)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+	str, err := streamer.HTTPStream()
+	if err != nil {
+		return
+	}
+	c := &serverConn{str: str, local: localAddr(r), remote: remoteAddr(r)}
+	defer c.Close()
+	h.Serve(c, r)
+}
+
+func (h *TunnelHandler) next(w http.ResponseWriter, r *http.Request) {
+	if h.Next == nil {
+		http.NotFound(w, r)
+		return
+	}
+	h.Next.ServeHTTP(w, r)
+}
+
+func sameHost(got, want string) bool {
+	if h, _, err := net.SplitHostPort(got); err == nil {
+		got = h
+	}
+	return got == want
+}
+
+func localAddr(r *http.Request) net.Addr {
+	if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		return a
+	}
+	return &net.UDPAddr{}
+}
+
+func remoteAddr(r *http.Request) net.Addr {
+	if ap, err := net.ResolveUDPAddr("udp", r.RemoteAddr); err == nil {
+		return ap
+	}
+	return &net.UDPAddr{}
+}
+
+// serverConn is a tunnel on the server side: the request's stream after
+// the 200.
+type serverConn struct {
+	str           *http3.Stream
+	local, remote net.Addr
+	closeOnce     sync.Once
+}
+
+func (c *serverConn) Read(p []byte) (int, error)  { return c.str.Read(p) }
+func (c *serverConn) Write(p []byte) (int, error) { return c.str.Write(p) }
+
+// CloseWrite ends the response body (a QUIC FIN); reading goes on.
+func (c *serverConn) CloseWrite() error { return c.str.Close() }
+
+func (c *serverConn) Close() error {
+	c.closeOnce.Do(func() {
+		c.str.CancelRead(codeNoError)
+		c.str.Close()
+	})
+	return nil
+}
+
+func (c *serverConn) LocalAddr() net.Addr                { return c.local }
+func (c *serverConn) RemoteAddr() net.Addr               { return c.remote }
+func (c *serverConn) SetDeadline(t time.Time) error      { return c.str.SetDeadline(t) }
+func (c *serverConn) SetReadDeadline(t time.Time) error  { return c.str.SetReadDeadline(t) }
+func (c *serverConn) SetWriteDeadline(t time.Time) error { return c.str.SetWriteDeadline(t) }
+
+// Dialer opens tunnels over one shared QUIC connection to Address,
+// reconnecting when it closes. It implements tunnel.ConnDialer.
+type Dialer struct {
+	Address string      // host:port (UDP)
+	Path    string      // the server's tunnel route
+	Host    string      // :authority; default the TLS server name, else Address
+	TLS     *tls.Config // ServerName, RootCAs or pin checks; NextProtos is set to h3
+
+	mu    sync.Mutex
+	conn  *quicgo.Conn
+	h3    *http3.ClientConn
+	tlsCf *tls.Config
+	tr    *http3.Transport
+}
+
+// ErrRefused is returned when the server answers the tunnel request with a
+// status other than 200 (a wrong path, or no tunnel route at all).
+var ErrRefused = errors.New("quic: server refused the tunnel request")
+
+func (d *Dialer) client(ctx context.Context) (*http3.ClientConn, *quicgo.Conn, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.h3 != nil && d.conn.Context().Err() == nil {
+		return d.h3, d.conn, nil
+	}
+	if d.tlsCf == nil {
+		cfg := d.TLS.Clone()
+		if cfg == nil {
+			cfg = &tls.Config{}
+		}
+		cfg.NextProtos = []string{http3.NextProtoH3}
+		if cfg.ClientSessionCache == nil {
+			// Session tickets make the next connection 0-RTT.
+			cfg.ClientSessionCache = tls.NewLRUClientSessionCache(8)
+		}
+		d.tlsCf = cfg
+		d.tr = &http3.Transport{}
+	}
+	conn, err := quicgo.DialAddrEarly(ctx, d.Address, d.tlsCf, &quicgo.Config{KeepAlivePeriod: 20 * time.Second, MaxIdleTimeout: 2 * time.Minute})
+	if err != nil {
+		return nil, nil, fmt.Errorf("quic: dial %s: %w", d.Address, err)
+	}
+	d.conn, d.h3 = conn, d.tr.NewClientConn(conn)
+	return d.h3, d.conn, nil
+}
+
+// DialConn opens one tunnel. The request header is sent at once (as 0-RTT
+// data when possible) and the tunnel's first bytes may follow without
+// waiting for the answer; the first Read checks it.
+func (d *Dialer) DialConn(ctx context.Context) (net.Conn, error) {
+	cc, conn, err := d.client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	str, err := cc.OpenRequestStream(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("quic: open stream: %w", err)
+	}
+	host := d.Host
+	if host == "" {
+		host = d.tlsCf.ServerName
+	}
+	if host == "" {
+		host = d.Address
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+host+d.Path, nil)
+	if err != nil {
+		str.CancelWrite(codeRequestCancelled)
+		return nil, fmt.Errorf("quic: %w", err)
+	}
+	if err := str.SendRequestHeader(req); err != nil {
+		str.CancelWrite(codeRequestCancelled)
+		return nil, fmt.Errorf("quic: send request: %w", err)
+	}
+	return &clientConn{str: str, conn: conn}, nil
+}
+
+// Close closes the shared connection.
+func (d *Dialer) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.conn != nil {
+		return d.conn.CloseWithError(0, "")
+	}
+	return nil
+}
+
+// clientConn is a tunnel on the client side.
+type clientConn struct {
+	str  *http3.RequestStream
+	conn *quicgo.Conn
+
+	respOnce  sync.Once
+	respErr   error
+	closeOnce sync.Once
+}
+
+func (c *clientConn) awaitResponse() error {
+	c.respOnce.Do(func() {
+		resp, err := c.str.ReadResponse()
+		switch {
+		case err != nil:
+			c.respErr = fmt.Errorf("quic: read response: %w", err)
+		case resp.StatusCode != http.StatusOK:
+			c.respErr = fmt.Errorf("%w (status %d)", ErrRefused, resp.StatusCode)
+		}
+	})
+	return c.respErr
+}
+
+func (c *clientConn) Read(p []byte) (int, error) {
+	if err := c.awaitResponse(); err != nil {
+		return 0, err
+	}
+	return c.str.Read(p)
+}
+
+func (c *clientConn) Write(p []byte) (int, error) { return c.str.Write(p) }
+
+// CloseWrite ends the request body (a QUIC FIN); reading goes on.
+func (c *clientConn) CloseWrite() error { return c.str.Close() }
+
+func (c *clientConn) Close() error {
+	c.closeOnce.Do(func() {
+		c.str.CancelRead(codeNoError)
+		c.str.Close()
+	})
+	return nil
+}
+
+func (c *clientConn) LocalAddr() net.Addr                { return c.conn.LocalAddr() }
+func (c *clientConn) RemoteAddr() net.Addr               { return c.conn.RemoteAddr() }
+func (c *clientConn) SetDeadline(t time.Time) error      { return c.str.SetDeadline(t) }
+func (c *clientConn) SetReadDeadline(t time.Time) error  { return c.str.SetReadDeadline(t) }
+func (c *clientConn) SetWriteDeadline(t time.Time) error { return c.str.SetWriteDeadline(t) }

@@ -1,0 +1,193 @@
+package quic
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go/http3"
+)
+
+func testCert(t *testing.T) (tls.Certificate, *x509.CertPool) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "site.test"},
+		DNSNames: []string{"site.test"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(leaf)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
+}
+
+type fixture struct {
+	addr  string
+	roots *x509.CertPool
+	seen  chan *http.Request
+}
+
+// start runs an HTTP/3 server with a tunnel route at /t that echoes, in
+// front of a site that says "site".
+func start(t *testing.T) *fixture {
+	cert, roots := testCert(t)
+	site := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNotFound)
+		io.WriteString(w, "site 404 "+r.URL.Path)
+	})
+	f := &fixture{roots: roots, seen: make(chan *http.Request, 16)}
+	route := &TunnelHandler{Path: "/t", Next: site, Serve: func(c net.Conn, r *http.Request) {
+		f.seen <- r
+		io.Copy(c, c)
+		c.(interface{ CloseWrite() error }).CloseWrite()
+	}}
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &Server{TLS: &tls.Config{Certificates: []tls.Certificate{cert}}, Handler: route}
+	go srv.Serve(pc)
+	t.Cleanup(func() { srv.Close(); pc.Close() })
+	f.addr = pc.LocalAddr().String()
+	return f
+}
+
+func (f *fixture) dialer(path string) *Dialer {
+	return &Dialer{Address: f.addr, Path: path, TLS: &tls.Config{ServerName: "site.test", RootCAs: f.roots}}
+}
+
+func echo(t *testing.T, c net.Conn, size int) {
+	t.Helper()
+	payload := make([]byte, size)
+	rand.Read(payload)
+	go func() {
+		c.Write(payload)
+		c.(interface{ CloseWrite() error }).CloseWrite()
+	}()
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("read: %v (got %d bytes)", err, len(got))
+	}
+	if sha256.Sum256(got) != sha256.Sum256(payload) {
+		t.Fatalf("echo of %d bytes came back as %d different bytes", size, len(got))
+	}
+}
+
+func TestTunnelsShareOneConnection(t *testing.T) {
+	f := start(t)
+	d := f.dialer("/t")
+	defer d.Close()
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := d.DialConn(context.Background())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer c.Close()
+			echo(t, c, 2<<20)
+		}()
+	}
+	wg.Wait()
+	remotes := map[string]bool{}
+	for len(f.seen) > 0 {
+		r := <-f.seen
+		remotes[r.RemoteAddr] = true
+		if r.ProtoMajor != 3 {
+			t.Errorf("tunnel request over %s", r.Proto)
+		}
+	}
+	if len(remotes) != 1 {
+		t.Fatalf("8 tunnels came from %d client addresses, want one shared connection", len(remotes))
+	}
+}
+
+func TestWrongPathGetsTheSite(t *testing.T) {
+	f := start(t)
+	d := f.dialer("/nope")
+	defer d.Close()
+	c, err := d.DialConn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("x"))
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, ErrRefused) {
+		t.Fatalf("read on a refused tunnel: %v", err)
+	}
+	// A browser-like HTTP/3 GET sees the site too.
+	tr := &http3.Transport{TLSClientConfig: &tls.Config{ServerName: "site.test", RootCAs: f.roots}}
+	defer tr.Close()
+	resp, err := (&http.Client{Transport: tr}).Get("https://" + f.addr + "/t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 404 || !bytes.Equal(body, []byte("site 404 /t")) {
+		t.Fatalf("GET /t over HTTP/3 = %d %q", resp.StatusCode, body)
+	}
+}
+
+func TestZeroRTTOnReconnect(t *testing.T) {
+	f := start(t)
+	d := f.dialer("/t")
+	defer d.Close()
+	c, err := d.DialConn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	echo(t, c, 1000)
+	c.Close()
+	if d.conn.ConnectionState().Used0RTT {
+		t.Fatal("first connection claims 0-RTT")
+	}
+	time.Sleep(100 * time.Millisecond) // the session ticket arrives after the handshake
+	d.Close()
+	c, err = d.DialConn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	echo(t, c, 1000)
+	if !d.conn.ConnectionState().Used0RTT {
+		t.Fatal("second connection did not use 0-RTT despite a session ticket")
+	}
+}
+
+func TestAltSvc(t *testing.T) {
+	h := AltSvc(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}), 8443)
+	for _, major := range []int{1, 2, 3} {
+		w := &headerRecorder{h: http.Header{}}
+		h.ServeHTTP(w, &http.Request{ProtoMajor: major})
+		got := w.h.Get("Alt-Svc")
+		if want := map[bool]string{true: `h3=":8443"; ma=86400`, false: ""}[major < 3]; got != want {
+			t.Errorf("HTTP/%d: Alt-Svc %q, want %q", major, got, want)
+		}
+	}
+}
+
+type headerRecorder struct{ h http.Header }
+
+func (r *headerRecorder) Header() http.Header         { return r.h }
+func (r *headerRecorder) Write(b []byte) (int, error) { return len(b), nil }
+func (r *headerRecorder) WriteHeader(int)             {}
