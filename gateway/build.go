@@ -98,7 +98,10 @@ func New(cfg *Config, opts Options) (*Gateway, error) {
 			for _, c := range s.Clients {
 				users = append(users, vlessserver.User{ID: uuid.MustParse(c.ID), Email: c.Email, Level: c.Level, Flow: c.Flow})
 			}
-			srv, err := vlessserver.New(vlessserver.Options{Users: users, Inbound: tag, Transport: "tls", Log: g.log})
+			// The front door is TLS, so v1 is accepted beside v0 (the
+			// first byte decides per connection).
+			srv, err := vlessserver.New(vlessserver.Options{Users: users, Inbound: tag, Transport: "tls", Log: g.log,
+				V1: true, Secure: true})
 			if err != nil {
 				return nil, fmt.Errorf("inbounds[%d]: %w", i, err)
 			}
@@ -174,7 +177,11 @@ func vlessOutbound(s *VLESSOutbound, ss *StreamSettings) (*vlessclient.Client, e
 	if err != nil {
 		return nil, err
 	}
-	return vlessclient.New(vlessclient.Options{ID: uuid.MustParse(v.Users[0].ID), Flow: v.Users[0].Flow, Carrier: carrier})
+	lo, hi, _ := s.padRange()
+	return vlessclient.New(vlessclient.Options{ID: uuid.MustParse(v.Users[0].ID), Flow: v.Users[0].Flow, Carrier: carrier,
+		Version: s.Version, Secure: ss == nil || ss.Security != "none",
+		KeepAlive: s.KeepAlive, PoolSize: s.PoolSize, PoolIdleTimeout: time.Duration(s.PoolIdleTimeout),
+		ResolveAddr: s.ResolveAddr, PadMin: lo, PadMax: hi})
 }
 
 // carrierDialer turns streamSettings into the transport a protocol client

@@ -46,26 +46,29 @@ const (
 )
 
 // classify asks the HTTP matcher, then each protocol's matcher in order
-// (cheapest first, as the front door orders them). A matcher's hard error
-// counts as a no.
-func classify(prefix []byte, matchers []protocols.Matcher) (v verdict, proto int) {
+// (cheapest first, as the front door orders them). A matcher's error other
+// than ErrNeedMore counts as a no, and the first such error is returned as
+// the reason for a decoy verdict (for the debug log).
+func classify(prefix []byte, matchers []protocols.Matcher) (v verdict, proto int, why error) {
 	more := false
 	if ok, err := matchHTTP(prefix); ok {
-		return verdictHTTP, -1
+		return verdictHTTP, -1, nil
 	} else if err == protocols.ErrNeedMore {
 		more = true
 	}
 	for i, m := range matchers {
 		ok, err := m(prefix)
-		if ok {
-			return verdictProto, i
-		}
-		if err == protocols.ErrNeedMore {
+		switch {
+		case ok:
+			return verdictProto, i, nil
+		case err == protocols.ErrNeedMore:
 			more = true
+		case err != nil && why == nil:
+			why = err
 		}
 	}
 	if more {
-		return verdictMore, -1
+		return verdictMore, -1, nil
 	}
-	return verdictDecoy, -1
+	return verdictDecoy, -1, why
 }

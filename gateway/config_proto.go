@@ -4,9 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 
 	"github.com/google/uuid"
+	"github.com/portico-gw/portico/protocols/vless"
 )
 
 // Protocol settings, in the shapes V2Ray and Xray users already write.
@@ -41,9 +43,16 @@ type DirectOutbound struct {
 	Bind string `json:"bind"` // local IP to dial from
 }
 
-// VLESSOutbound is outbounds[].settings for protocol "vless".
+// VLESSOutbound is outbounds[].settings for protocol "vless". The fields
+// after vnext are Portico's VLESS v1 (docs/protocols/vless-v1.md).
 type VLESSOutbound struct {
-	Vnext []VLESSServer `json:"vnext"`
+	Vnext           []VLESSServer `json:"vnext"`
+	Version         int           `json:"version"`         // 0 (default) or 1; 1 needs TLS
+	KeepAlive       bool          `json:"keepAlive"`       // v1: reuse connections
+	PoolSize        int           `json:"poolSize"`        // v1 keep-alive: idle connections kept (default 4)
+	PoolIdleTimeout Duration      `json:"poolIdleTimeout"` // v1 keep-alive: default 60s
+	ResolveAddr     bool          `json:"resolveAddr"`     // v1: ask for the dialled address
+	Padding         string        `json:"padding"`         // v1: "MIN-MAX" handshake size range, e.g. "300-1100"
 }
 
 // VLESSServer is one server of a VLESS outbound.
@@ -178,6 +187,9 @@ func checkOutbound(out *OutboundConfig, path string) error {
 		if u.Encryption != "" && u.Encryption != "none" {
 			return fmt.Errorf("%s.users[0].encryption: must be \"none\"", vp)
 		}
+		if err := s.checkV1(sp, out.StreamSettings); err != nil {
+			return err
+		}
 		if err := out.StreamSettings.check(path + ".streamSettings"); err != nil {
 			return err
 		}
@@ -188,6 +200,46 @@ func checkOutbound(out *OutboundConfig, path string) error {
 		return fmt.Errorf("%s.protocol: unknown protocol %q; one of direct, block, vless", path, out.Protocol)
 	}
 	return nil
+}
+
+func (s *VLESSOutbound) checkV1(path string, ss *StreamSettings) error {
+	switch s.Version {
+	case 0:
+		if s.KeepAlive || s.ResolveAddr || s.Padding != "" || s.PoolSize != 0 || s.PoolIdleTimeout != 0 {
+			return fmt.Errorf("%s: keepAlive, poolSize, poolIdleTimeout, resolveAddr and padding are VLESS v1 features; set \"version\": 1", path)
+		}
+		return nil
+	case 1:
+	default:
+		return fmt.Errorf("%s.version: %d is not a VLESS version (0 or 1)", path, s.Version)
+	}
+	if ss != nil && ss.Security == "none" {
+		return fmt.Errorf("%s.version: VLESS v1 runs only under TLS; set streamSettings.security to \"tls\" or use version 0", path)
+	}
+	if s.PoolSize < 0 {
+		return fmt.Errorf("%s.poolSize: must not be negative", path)
+	}
+	if _, _, err := s.padRange(); err != nil {
+		return fmt.Errorf("%s.padding: %v", path, err)
+	}
+	return nil
+}
+
+// padRange parses Padding ("" = off).
+func (s *VLESSOutbound) padRange() (lo, hi int, err error) {
+	if s.Padding == "" {
+		return 0, 0, nil
+	}
+	a, b, ok := strings.Cut(s.Padding, "-")
+	lo, err1 := strconv.Atoi(a)
+	hi, err2 := strconv.Atoi(b)
+	if !ok || err1 != nil || err2 != nil || lo > hi {
+		return 0, 0, fmt.Errorf("%q is not a range like \"300-1100\"", s.Padding)
+	}
+	if lo < vless.MinPadTo || hi > vless.MaxPadTo {
+		return 0, 0, fmt.Errorf("%q: sizes must be from %d (the longest header) to %d", s.Padding, vless.MinPadTo, vless.MaxPadTo)
+	}
+	return lo, hi, nil
 }
 
 func (s *StreamSettings) check(path string) error {

@@ -216,7 +216,7 @@ func (f *FrontDoor) handle(raw net.Conn) {
 		}
 		n, err := tc.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
-		v, i := classify(buf, f.matchers)
+		v, i, why := classify(buf, f.matchers)
 		if v == verdictMore && len(buf) >= peekLimit {
 			v = verdictDecoy
 		}
@@ -234,7 +234,11 @@ func (f *FrontDoor) handle(raw net.Conn) {
 				return
 			}
 			if v == verdictDecoy {
-				f.Log.Debug("fallback to decoy", "source", raw.RemoteAddr().String(), "read", len(buf), "reason", "no protocol matched")
+				reason := "no protocol matched"
+				if why != nil {
+					reason = why.Error()
+				}
+				f.Log.Debug("fallback to decoy", "source", raw.RemoteAddr().String(), "read", len(buf), "reason", reason)
 			}
 			f.toHTTP(newPrefixConn(tc, &state, buf))
 			return

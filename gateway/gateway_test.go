@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"io"
 	"log/slog"
@@ -196,5 +197,39 @@ func TestRoutingBlock(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "target=www.blocked.test:80") || !strings.Contains(logs.String(), "blocked by policy") {
 		t.Fatalf("no block log line:\n%s", logs)
+	}
+}
+
+// TestWrongKeyFallsBackQuietly: a VLESS client with an unknown UUID gets the
+// site's answer, and the debug log says why without printing the UUID.
+func TestWrongKeyFallsBackQuietly(t *testing.T) {
+	g, _, logs := startDefault(t, nil)
+	wrong := uuid.New()
+	tlsCfg, _ := rawtls.ClientConfig("", g.Pin(), false, nil)
+	c, err := (&rawtls.Dialer{Address: g.Addr().String(), TLS: tlsCfg}).DialConn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// A VLESS v0 request for 127.0.0.1:80 with the wrong id.
+	req := append([]byte{0}, wrong[:]...)
+	req = append(req, 0, 1, 0, 80, 1, 127, 0, 0, 1)
+	c.Write(req)
+	c.(interface{ CloseWrite() error }).CloseWrite()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	answer, _ := io.ReadAll(c)
+	if !bytes.HasPrefix(answer, []byte("HTTP/1.1 400 Bad Request")) {
+		t.Fatalf("wrong key answered %q", answer)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for !strings.Contains(logs.String(), "fallback to decoy") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	l := logs.String()
+	if !strings.Contains(l, `reason="vless: unknown user id"`) {
+		t.Fatalf("fallback not logged with its reason:\n%s", l)
+	}
+	if strings.Contains(l, wrong.String()) || strings.Contains(strings.ToLower(l), hex.EncodeToString(wrong[:])) {
+		t.Fatalf("log shows the key:\n%s", l)
 	}
 }

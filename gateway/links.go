@@ -44,8 +44,11 @@ func ServerLinks(cfg *Config, host, pin string) ([]links.Link, error) {
 				if c.Email != "" && c.Email != "default" {
 					name += "-" + c.Email
 				}
-				out = append(out, links.Link{Protocol: "vless", ID: c.ID, Host: host, Port: uint16(port),
-					Name: name, Transport: "tcp", Security: "tls", SNI: sni, Pin: pin, Encryption: "none"})
+				base := links.Link{Protocol: "vless", ID: c.ID, Host: host, Port: uint16(port),
+					Name: name, Transport: "tcp", Security: "tls", SNI: sni, Pin: pin, Encryption: "none"}
+				v1 := base
+				v1.Name, v1.Version, v1.KeepAlive = name+"-v1", 1, true
+				out = append(out, base, v1)
 			}
 		}
 	}
@@ -70,11 +73,12 @@ func ClientConfigFromLink(l links.Link, listen string) (cfg *Config, warn string
 	}
 	switch l.Protocol {
 	case "vless":
-		if l.Version != 0 {
-			return nil, "", fmt.Errorf("links: VLESS version %d is not supported yet", l.Version)
-		}
 		settings := VLESSOutbound{Vnext: []VLESSServer{{Address: l.Host, Port: l.Port,
-			Users: []VLESSOutUser{{ID: l.ID, Flow: l.Flow, Encryption: l.Encryption}}}}}
+			Users: []VLESSOutUser{{ID: l.ID, Flow: l.Flow, Encryption: l.Encryption}}}},
+			Version: l.Version, KeepAlive: l.KeepAlive, ResolveAddr: l.Resolve}
+		if l.PadMax > 0 {
+			settings.Padding = fmt.Sprintf("%d-%d", l.PadMin, l.PadMax)
+		}
 		out.Settings = mustJSON(settings)
 	default:
 		return nil, "", fmt.Errorf("links: protocol %q is not supported", l.Protocol)

@@ -168,6 +168,16 @@ func (rt *Router) HandleStream(ctx context.Context, conn net.Conn, req tunnel.Re
 	dctx, cancel := context.WithTimeout(ctx, rt.dialTimeout)
 	target, err := rt.outbounds[outTag].DialStream(dctx, req.Target)
 	cancel()
+	if rr, ok := conn.(tunnel.RemoteReporter); ok && err == nil {
+		// Only a direct dial knows the address it reached; through another
+		// proxy the protocol reports "unknown" by itself.
+		if _, direct := rt.outbounds[outTag].(*Direct); direct {
+			if a, ok := target.RemoteAddr().(*net.TCPAddr); ok {
+				ap := a.AddrPort()
+				rr.ReportRemote(netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+			}
+		}
+	}
 	if dr, ok := conn.(tunnel.DialReporter); ok {
 		dr.ReportDial(err)
 	}

@@ -21,6 +21,8 @@ func (n Network) String() string {
 // Matcher reports whether prefix, the first bytes a client sent after the
 // TLS handshake, opens a connection for one protocol and one of its users.
 // It is pure and cheap; it returns [ErrNeedMore] when prefix is too short to
-// tell. A yes is a promise that ServeConn will most likely accept; the gateway
-// still falls back if ServeConn then returns [ErrNotProtocol].
+// tell. A no may carry an error saying why (an unknown key, say) for the
+// gateway's debug log; it must not name the key. A yes is a promise that
+// ServeConn will most likely accept; the gateway still falls back if
+// ServeConn then returns [ErrNotProtocol].
 type Matcher func(prefix []byte) (bool, error)

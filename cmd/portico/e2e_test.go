@@ -173,13 +173,60 @@ func TestEmbeddedDefault(t *testing.T) {
 		}
 	})
 
-	t.Run("links -state prints the same link", func(t *testing.T) {
+	// socksEcho opens a SOCKS5 tunnel to an echo server through proxy and
+	// checks a short round trip; it returns the SOCKS error, if any.
+	socksEcho := func(t *testing.T, proxy string) error {
+		c, err := net.Dial("tcp", proxy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		dst := protocols.AddrFromAddrPort(nettest.Echo(t).AddrPort())
+		if err := socks.Dial(context.Background(), c, dst, "", ""); err != nil {
+			return err
+		}
+		c.Write([]byte("ping"))
+		buf := make([]byte, 4)
+		if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "ping" {
+			t.Fatalf("echo: %q, %v", buf, err)
+		}
+		return nil
+	}
+
+	t.Run("links -state prints the same links", func(t *testing.T) {
 		out, err := exec.Command(porticoBin, "links", "-state", state).CombinedOutput()
 		if err != nil {
 			t.Fatalf("%v: %s", err, out)
 		}
-		if strings.TrimSpace(string(out)) != link {
-			t.Fatalf("links printed %q, run printed %q", out, link)
+		var printed []string
+		for _, l := range strings.Split(srv.out(), "\n") {
+			if strings.HasPrefix(l, "  vless://") {
+				printed = append(printed, strings.TrimSpace(l))
+			}
+		}
+		if got := strings.Fields(string(out)); strings.Join(got, "\n") != strings.Join(printed, "\n") || len(got) < 2 || got[0] != link {
+			t.Fatalf("links printed\n%s\nrun printed\n%s", out, strings.Join(printed, "\n"))
+		}
+	})
+
+	t.Run("the VLESS v1 link works too", func(t *testing.T) {
+		out, _ := exec.Command(porticoBin, "links", "-state", state).Output()
+		var v1 string
+		for _, l := range strings.Fields(string(out)) {
+			if strings.Contains(l, "v=1") {
+				v1 = l
+			}
+		}
+		if !strings.Contains(v1, "ka=1") {
+			t.Fatalf("no keep-alive v1 link among\n%s", out)
+		}
+		cl := start(t, "client", "-listen", "127.0.0.1:0", v1)
+		proxy := cl.waitLine(t, localRe)
+		for i := 0; i < 5; i++ {
+			if err := socksEcho(t, proxy); err != nil {
+				t.Fatalf("request %d: %v", i, err)
+			}
 		}
 	})
 
@@ -229,27 +276,6 @@ func TestEmbeddedDefault(t *testing.T) {
 			t.Errorf("no tunnel log line with user, transport, target and bytes:\n%s", srv.errOut())
 		}
 	})
-
-	// socksEcho opens a SOCKS5 tunnel to an echo server through proxy and
-	// checks a short round trip; it returns the SOCKS error, if any.
-	socksEcho := func(t *testing.T, proxy string) error {
-		c, err := net.Dial("tcp", proxy)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		dst := protocols.AddrFromAddrPort(nettest.Echo(t).AddrPort())
-		if err := socks.Dial(context.Background(), c, dst, "", ""); err != nil {
-			return err
-		}
-		c.Write([]byte("ping"))
-		buf := make([]byte, 4)
-		if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "ping" {
-			t.Fatalf("echo: %q, %v", buf, err)
-		}
-		return nil
-	}
 
 	t.Run("a wrong pin is refused", func(t *testing.T) {
 		bad := strings.Replace(link, pin, strings.Repeat("0", 64), 1)

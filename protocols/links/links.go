@@ -35,6 +35,11 @@ type Link struct {
 	Flow       string // flow= (VLESS)
 	Encryption string // encryption= (VLESS: "none")
 	Version    int    // v= (Portico VLESS version; 0 unless 1)
+
+	// VLESS v1 (docs/protocols/vless-v1.md), Portico's own parameters.
+	KeepAlive      bool // ka=1: reuse connections without a multiplexer
+	Resolve        bool // resolve=1: ask for the address the server dialled
+	PadMin, PadMax int  // pad=MIN-MAX: handshake padding range
 }
 
 // ErrBadLink is wrapped by every parse failure.
@@ -89,6 +94,20 @@ func parseVLESS(s string) (Link, error) {
 			return Link{}, fmt.Errorf("%w: v=%q is not a VLESS version (0 or 1)", ErrBadLink, v)
 		}
 		l.Version = n
+	}
+	l.KeepAlive = truthy(q.Get("ka"))
+	l.Resolve = truthy(q.Get("resolve"))
+	if p := q.Get("pad"); p != "" {
+		lo, hi, ok := strings.Cut(p, "-")
+		a, err1 := strconv.Atoi(lo)
+		b, err2 := strconv.Atoi(hi)
+		if !ok || err1 != nil || err2 != nil || a < 0 || b < a {
+			return Link{}, fmt.Errorf("%w: pad=%q is not a range like 300-900", ErrBadLink, p)
+		}
+		l.PadMin, l.PadMax = a, b
+	}
+	if l.Version == 0 && (l.KeepAlive || l.Resolve || l.PadMax > 0) {
+		return Link{}, fmt.Errorf("%w: ka, resolve and pad need v=1", ErrBadLink)
 	}
 	if l.Security == "" {
 		l.Security = "none" // Xray's default for VLESS links
@@ -158,6 +177,15 @@ func (l Link) vlessString() string {
 	}
 	if l.Version != 0 {
 		q.Set("v", strconv.Itoa(l.Version))
+	}
+	if l.KeepAlive {
+		q.Set("ka", "1")
+	}
+	if l.Resolve {
+		q.Set("resolve", "1")
+	}
+	if l.PadMax > 0 {
+		q.Set("pad", strconv.Itoa(l.PadMin)+"-"+strconv.Itoa(l.PadMax))
 	}
 	u := url.URL{Scheme: "vless", User: url.User(l.ID), Host: hostPort(l.Host, l.Port),
 		RawQuery: q.Encode(), Fragment: l.Name}

@@ -31,6 +31,11 @@ func TestParseVLESS(t *testing.T) {
 			"vless://id@h:1?insecure=true&v=1&flow=xtls-rprx-vision&pin=ab",
 			Link{Protocol: "vless", ID: "id", Host: "h", Port: 1, Transport: "tcp", Security: "none", Insecure: true, Version: 1, Flow: "xtls-rprx-vision", Pin: "ab", Encryption: "none"},
 		},
+		{
+			"vless://id@h:443?security=tls&v=1&ka=1&resolve=1&pad=300-900",
+			Link{Protocol: "vless", ID: "id", Host: "h", Port: 443, Transport: "tcp", Security: "tls", Encryption: "none",
+				Version: 1, KeepAlive: true, Resolve: true, PadMin: 300, PadMax: 900},
+		},
 	}
 	for _, tt := range tests {
 		got, err := Parse(tt.in)
@@ -51,7 +56,7 @@ func TestParseVLESS(t *testing.T) {
 func TestParseErrors(t *testing.T) {
 	for _, in := range []string{
 		"", "example.com:443", "trojan://pw@h:1", "vless://h:1", "vless://id@h", "vless://id@:1",
-		"vless://id@h:0", "vless://id@h:70000", "vless://id@h:1?v=2", "vless://id@h:1?v=x", "vless://%zz@h:1",
+		"vless://id@h:0", "vless://id@h:70000", "vless://id@h:1?v=2", "vless://id@h:1?v=x", "vless://id@h:1?ka=1", "vless://id@h:1?v=1&pad=9-3", "vless://id@h:1?v=1&pad=x", "vless://%zz@h:1",
 	} {
 		if _, err := Parse(in); !errors.Is(err, ErrBadLink) {
 			t.Errorf("Parse(%q) err = %v, want ErrBadLink", in, err)

@@ -33,8 +33,9 @@ type Request struct {
 //
 // HandleStream owns conn from the call on: it dials the target, relays, and
 // closes conn before returning, whatever the outcome. It is called once per
-// tunnel (once per connection for VLESS and VMess, once per stream for
-// AnyTLS) and may be called concurrently. The returned error is for logging:
+// tunnel: once per connection for VLESS v0 and VMess, once per request (one
+// at a time) on a kept-alive VLESS v1 connection, once per stream for
+// AnyTLS; calls may be concurrent. The returned error is for logging:
 // the tunnel is over either way. If conn implements [DialReporter], the
 // handler calls ReportDial once, after the outbound dial and before it reads
 // or writes conn.
@@ -48,6 +49,19 @@ type Handler interface {
 // means the dial succeeded.
 type DialReporter interface {
 	ReportDial(err error)
+}
+
+// RemoteReporter is implemented by tunnel streams whose protocol can tell
+// the client which address the outbound actually dialled (VLESS v1's
+// resolved address). If conn implements it, the handler calls ReportRemote
+// once, after a successful outbound dial and before [DialReporter]'s
+// ReportDial, with the IP and port it connected to (for a direct outbound,
+// the TCP peer's address). It does not call it when the dial failed or when
+// the outbound cannot know (a proxy outbound whose far end resolves the
+// name); the stream then tells its client "unknown" by itself. The call may
+// write to the carrier, so it can block like a Write.
+type RemoteReporter interface {
+	ReportRemote(remote netip.AddrPort)
 }
 
 // Server is one protocol's server side. The gateway calls ServeConn once per

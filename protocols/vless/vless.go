@@ -2,7 +2,9 @@
 // Xray speak: the request header a client sends before its payload, the
 // response header a server sends before its first payload byte, the
 // protobuf "addons" inside both, and a cheap [Match] for the gateway's
-// raw-TLS dispatcher.
+// raw-TLS dispatcher. It also holds version 1 (v1.go,
+// docs/protocols/vless-v1.md): verysimple's v1 request, and Portico's
+// keep-alive chunks, resolved address and padding.
 //
 // It reads no sockets, starts no goroutines and reads no clock, so it builds
 // for js/wasm and wasip1/wasm. The net side lives in the vlessserver and
@@ -36,7 +38,7 @@ import (
 //	| 1: 0x00 | 16       | 1: 0..255  | 0..255 bytes  | 1       | 2 BE | 1    | 4|16|1+n|
 //	+---------+----------+------------+---------------+---------+------+------+---------+
 //
-//	version     always 0 (VLESS "v0"; the v1 drafts never shipped).
+//	version     always 0 here (VLESS "v0"; v1 is in v1.go).
 //	UUID        the user's id, the RFC 4122 bytes in order (no hashing).
 //	addons len  length of the protobuf message that follows; 0 = no addons.
 //	addons      protobuf `message Addons { string Flow = 1; bytes Seed = 2; }`
@@ -57,7 +59,7 @@ import (
 // V2Ray writes the response header together with the first response payload
 // and never alone; a server that has nothing to send sends no header.
 const (
-	Version = 0 // the only version this package speaks
+	Version = 0 // VLESS v0; see [Version1] for v1
 
 	// MaxRequestLen is the longest request header: version, UUID, addons
 	// length, 255 addon bytes, command, port, atyp, length byte, 255-byte name.

@@ -1,6 +1,9 @@
-// Package vlessclient is the net side of a VLESS v0 client: an outbound
+// Package vlessclient is the net side of a VLESS client: an outbound
 // [tunnel.Dialer] that opens a carrier connection through a
-// [tunnel.ConnDialer] (TLS, WebSocket, gRPC…) and speaks VLESS over it.
+// [tunnel.ConnDialer] (TLS, WebSocket, gRPC…) and speaks VLESS version 0
+// or, with Options.Version 1, version 1 over it (v1.go; the wire format is
+// docs/protocols/vless-v1.md): keep-alive connections reused from a pool,
+// the server's resolved address, and first-write padding.
 //
 // The request header travels in the same carrier write as the first payload
 // bytes, so a tunnel costs no round trip beyond the carrier's own. The codec
@@ -39,7 +42,46 @@ type Options struct {
 	// the header is sent alone so that server-first protocols work. 0 means
 	// DefaultHeaderWait; negative means do not wait.
 	HeaderWait time.Duration
+
+	// Version is the VLESS version, 0 (the default) or 1. Version 1 needs
+	// Secure; the options below need Version 1.
+	Version int
+	// Secure says the carrier is TLS (raw TLS, or WebSocket/gRPC over TLS).
+	Secure bool
+
+	// KeepAlive asks the server to keep the connection when a stream ends
+	// cleanly both ways; the payload is then framed in chunks, and the
+	// connection goes to a pool that later DialStream calls take from.
+	KeepAlive bool
+	// PoolSize is how many idle connections the pool keeps; the oldest is
+	// closed when a new one would exceed it. 0 means DefaultPoolSize.
+	PoolSize int
+	// PoolIdleTimeout is how long a connection may wait in the pool; an
+	// older one is closed when DialStream meets it (no timer runs). 0
+	// means DefaultPoolIdleTimeout.
+	PoolIdleTimeout time.Duration
+
+	// ResolveAddr asks the server for the address it dialled; the streams
+	// implement Resolver.
+	ResolveAddr bool
+
+	// PadMax > 0 turns padding on: the first write on every new connection
+	// is exactly PadTo bytes, PadTo drawn once, in New, uniformly from
+	// [PadMin, PadMax]. PadMin 0 means vless.MinPadTo (285, the longest
+	// header), which is also its least value; PadMax is at most
+	// vless.MaxPadTo (16384). With Go's TLS keep PadMax ≤ 1186 for one
+	// record.
+	PadMin, PadMax int
+	// PadRand is where the 8 random bytes for PadTo come from; nil means
+	// crypto/rand. Tests pin PadTo with PadMin == PadMax or a fixed reader.
+	PadRand io.Reader
 }
+
+// Defaults of the keep-alive pool.
+const (
+	DefaultPoolSize        = 4
+	DefaultPoolIdleTimeout = 60 * time.Second
+)
 
 // DefaultHeaderWait is V2Ray's own wait for the first payload
 // (proxy/vless/outbound: buf.CopyOnceTimeout, 100 ms).
@@ -47,23 +89,40 @@ const DefaultHeaderWait = 100 * time.Millisecond
 
 // Errors; use errors.Is.
 var (
-	ErrUDP     = errors.New("vless: UDP not supported yet")
-	ErrFlow    = errors.New("vless: flow not supported")
-	ErrOptions = errors.New("vless: bad client options")
+	ErrUDP        = errors.New("vless: UDP not supported yet")
+	ErrFlow       = errors.New("vless: flow not supported")
+	ErrOptions    = errors.New("vless: bad client options")
+	ErrInsecureV1 = errors.New("vless: version 1 needs a TLS carrier")
 )
 
-// Client is a VLESS v0 client. It implements tunnel.Dialer and is safe
-// for concurrent use.
+// Client is a VLESS client, version 0 or 1. It implements tunnel.Dialer
+// and is safe for concurrent use.
 type Client struct {
 	id      uuid.UUID
 	carrier tunnel.ConnDialer
 	wait    time.Duration
+
+	version   int
+	keepAlive bool
+	resolve   bool
+	padTo     int // 0: no padding
+	poolSize  int
+	poolIdle  time.Duration
+	now       func() time.Time // time.Now; tests replace it
+
+	mu       sync.Mutex
+	idle     []*carrier // the pool, oldest first; guarded by mu
+	dialed   atomic.Int64
+	reused   atomic.Int64
+	returned atomic.Int64
 }
 
 var _ tunnel.Dialer = (*Client)(nil)
 
-// New returns a client for opts. It fails without an ID or a Carrier, and
-// on any flow other than "".
+// New returns a client for opts. It fails without an ID or a Carrier, on
+// any flow other than "", on Version 1 without Secure, on v1 options with
+// Version 0, on negative pool settings, on a padding range outside
+// [vless.MinPadTo, vless.MaxPadTo], and when PadRand fails.
 func New(opts Options) (*Client, error) {
 	if opts.ID == (uuid.UUID{}) {
 		return nil, fmt.Errorf("%w: no id", ErrOptions)
@@ -78,11 +137,18 @@ func New(opts Options) (*Client, error) {
 	if wait == 0 {
 		wait = DefaultHeaderWait
 	}
-	return &Client{id: opts.ID, carrier: opts.Carrier, wait: wait}, nil
+	c := &Client{id: opts.ID, carrier: opts.Carrier, wait: wait, version: opts.Version,
+		keepAlive: opts.KeepAlive, resolve: opts.ResolveAddr,
+		poolSize: opts.PoolSize, poolIdle: opts.PoolIdleTimeout, now: time.Now}
+	if err := c.checkV1(&opts); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
-// DialStream opens a carrier connection and returns a VLESS TCP tunnel to
-// dst over it. Nothing is sent yet: the request header goes out with the
+// DialStream opens a carrier connection (for version 1 with KeepAlive, it
+// takes one from the pool first; see dialV1) and returns a VLESS TCP tunnel
+// to dst over it. Nothing is sent yet: the request header goes out with the
 // first Write (or alone, before the first Read or a CloseWrite, if those
 // come first). The first Read checks and strips the response header.
 //
@@ -92,6 +158,9 @@ func New(opts Options) (*Client, error) {
 // wrapping io.ErrUnexpectedEOF if it closes in the middle of the header.
 // ctx bounds the carrier dial only.
 func (c *Client) DialStream(ctx context.Context, dst protocols.Addr) (net.Conn, error) {
+	if c.version == 1 {
+		return c.dialV1(ctx, dst)
+	}
 	req := vless.RequestHeader{ID: c.id, Command: vless.CommandTCP, Target: dst}
 	hdr, err := vless.AppendRequest(make([]byte, 0, 64), &req)
 	if err != nil {
@@ -101,6 +170,7 @@ func (c *Client) DialStream(ctx context.Context, dst protocols.Addr) (net.Conn, 
 	if err != nil {
 		return nil, fmt.Errorf("vless: dial %v: carrier: %w", dst, err)
 	}
+	c.dialed.Add(1)
 	return newConn(carrier, hdr, c.wait), nil
 }
 

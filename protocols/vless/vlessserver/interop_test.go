@@ -20,7 +20,8 @@ const interopSize = 64 << 20
 // TestInteropV2RayClient puts a real V2Ray (Debian's 4.34) in front of our
 // server as a VLESS client: test -> dokodemo-door -> V2Ray VLESS outbound ->
 // vlessserver -> relay -> echo, over plain TCP and over TLS (terminated by
-// us with a self-signed certificate; V2Ray runs with allowInsecure). It is
+// us with a self-signed certificate; V2Ray runs with allowInsecure; our
+// server has v1 enabled too). It is
 // skipped when v2ray is not installed, unless PORTICO_REQUIRE_PEERS=1.
 func TestInteropV2RayClient(t *testing.T) {
 	vlesstest.V2RayPath(t)
@@ -28,7 +29,9 @@ func TestInteropV2RayClient(t *testing.T) {
 		name := map[bool]string{false: "tcp", true: "tls"}[withTLS]
 		t.Run(name, func(t *testing.T) {
 			id := uuid.New()
-			srv, err := vlessserver.New(vlessserver.Options{Users: []vlessserver.User{{ID: id, Email: "v2ray@interop"}}, Inbound: "interop"})
+			// Over TLS the server also speaks v1: V2Ray's v0 must not notice.
+			srv, err := vlessserver.New(vlessserver.Options{Users: []vlessserver.User{{ID: id, Email: "v2ray@interop"}}, Inbound: "interop",
+				V1: withTLS, Secure: withTLS})
 			if err != nil {
 				t.Fatal(err)
 			}

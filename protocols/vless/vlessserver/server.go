@@ -1,6 +1,8 @@
-// Package vlessserver is the net side of a VLESS v0 server: it reads and
-// authenticates the request header on a carrier connection (raw TLS, a
-// WebSocket, a gRPC stream…) and hands the tunnel to a [tunnel.Handler].
+// Package vlessserver is the net side of a VLESS server, version 0 and
+// (with Options.V1) version 1: it reads and authenticates the request
+// header on a carrier connection (raw TLS, a WebSocket, a gRPC stream…) and
+// hands the tunnel to a [tunnel.Handler]; for a v1 keep-alive connection it
+// goes on reading requests, one stream at a time (see v1.go).
 //
 // A connection that is not VLESS for one of this server's users is refused
 // with an error wrapping [protocols.ErrNotProtocol] before a byte is written,
@@ -23,12 +25,14 @@ import (
 	"net/netip"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/portico-gw/portico/protocols"
 	"github.com/portico-gw/portico/protocols/tunnel"
 	"github.com/portico-gw/portico/protocols/vless"
+	"github.com/portico-gw/portico/protocols/vless/internal/v1io"
 )
 
 // User is one account allowed on the server.
@@ -46,7 +50,23 @@ type Options struct {
 	Inbound   string       // copied into every Request.Inbound
 	Transport string       // copied into every Request.Transport ("tls", "ws", …)
 	Log       *slog.Logger // nil: discard
+
+	// V1 accepts VLESS version 1 (docs/protocols/vless-v1.md) as well as
+	// version 0; the first byte of each connection decides. It needs Secure.
+	V1 bool
+	// Secure says the carrier is TLS (raw TLS, or WebSocket/gRPC over TLS).
+	// VLESS v1 is defined only under TLS.
+	Secure bool
+	// IdleTimeout bounds the wait for the next request on a kept-alive v1
+	// connection. 0 means DefaultIdleTimeout.
+	IdleTimeout time.Duration
 }
+
+// DefaultIdleTimeout is how long a kept-alive v1 connection may wait for
+// its next request. It is longer than vlessclient's default pool idle
+// timeout (60 s), so that a client does not pick a connection the server is
+// about to close.
+const DefaultIdleTimeout = 2 * time.Minute
 
 // Errors returned by New, SetUsers and ServeConn; use errors.Is.
 var (
@@ -63,15 +83,22 @@ var (
 	// ErrBadUser: a user entry is invalid (empty or duplicate id, duplicate
 	// email, negative level).
 	ErrBadUser = errors.New("vless: bad user")
+	// ErrInsecureV1: V1 without Secure.
+	ErrInsecureV1 = errors.New("vless: version 1 needs a TLS carrier")
+	// ErrBadOptions: another invalid option.
+	ErrBadOptions = errors.New("vless: bad server options")
 )
 
-// Server is a VLESS v0 server. It implements tunnel.Server; its Match
-// method is a protocols.Matcher. Methods are safe for concurrent use.
+// Server is a VLESS server: version 0, and version 1 with Options.V1. It
+// implements tunnel.Server; its Match method is a protocols.Matcher.
+// Methods are safe for concurrent use.
 type Server struct {
 	users     atomic.Pointer[userTable]
 	inbound   string
 	transport string
 	log       *slog.Logger
+	v1        bool
+	idle      time.Duration
 }
 
 var _ tunnel.Server = (*Server)(nil)
@@ -87,8 +114,15 @@ type account struct {
 type userTable map[[16]byte]*account
 
 // New returns a server for opts. It fails on a user with an empty or
-// duplicate id, a duplicate email, a negative level or a flow other than "".
+// duplicate id, a duplicate email, a negative level or a flow other than "",
+// on V1 without Secure, and on a negative IdleTimeout.
 func New(opts Options) (*Server, error) {
+	if opts.V1 && !opts.Secure {
+		return nil, fmt.Errorf("%w: set Secure when the carrier is TLS, or leave V1 off", ErrInsecureV1)
+	}
+	if opts.IdleTimeout < 0 {
+		return nil, fmt.Errorf("%w: IdleTimeout %v is negative", ErrBadOptions, opts.IdleTimeout)
+	}
 	t, err := buildTable(opts.Users)
 	if err != nil {
 		return nil, err
@@ -97,7 +131,11 @@ func New(opts Options) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{inbound: opts.Inbound, transport: opts.Transport, log: log}
+	idle := opts.IdleTimeout
+	if idle == 0 {
+		idle = DefaultIdleTimeout
+	}
+	s := &Server{inbound: opts.Inbound, transport: opts.Transport, log: log, v1: opts.V1, idle: idle}
 	s.users.Store(&t)
 	return s, nil
 }
@@ -170,45 +208,82 @@ func Label(id uuid.UUID) string {
 }
 
 // Match reports whether prefix opens a VLESS request for one of the current
-// users; it is a protocols.Matcher (see vless.Match).
+// users; it is a protocols.Matcher (see vless.Match, and vless.MatchV1 when
+// V1 is on).
+//
+// When the version byte is right but the UUID is not a user's, the no comes
+// with ErrUnknownUser, so that the gateway's debug log can say why a
+// connection went to the decoy (the error never names the UUID).
 func (s *Server) Match(prefix []byte) (bool, error) {
 	t := *s.users.Load()
-	return vless.Match(prefix, func(id [16]byte) bool { return t[id] != nil })
+	versionOK := false
+	known := func(id [16]byte) bool { versionOK = true; return t[id] != nil }
+	match := vless.Match
+	if s.v1 {
+		match = vless.MatchV1
+	}
+	ok, err := match(prefix, known)
+	if !ok && err == nil && versionOK {
+		return false, ErrUnknownUser
+	}
+	return ok, err
 }
 
 // headerBufSize bounds what ServeConn reads before the header is complete.
 // It holds the longest header; payload bytes read with it are handed on.
+// A v1 connection keeps this buffer for its life (v1io.Reader).
 const headerBufSize = 1024
 
 // ServeConn serves one carrier connection, following tunnel.Server's
 // contract:
 //
-//   - Until a whole header from a known user has been read — unknown UUID or
-//     version, unsupported command, malformed addons or address, or the
-//     connection failing or ending mid-header — it returns an error wrapping
+//   - Until the UUID of a known user has been read — a first byte other
+//     than 0 (or 1 with V1), an unknown UUID, the connection failing or
+//     ending before byte 17 — it returns an error wrapping
 //     protocols.ErrNotProtocol (and the cause), having written nothing and
-//     without closing conn.
+//     without closing conn. For version 0 the same holds for the rest of the
+//     header (unsupported command, malformed addons or address, EOF).
+//   - Version 1 after a known UUID: a malformed or cut header closes conn
+//     and returns the error, without ErrNotProtocol (the client held a key;
+//     there is nothing to hide behind the decoy).
 //   - Mux, UDP or a flow the user does not have: it closes conn and returns
 //     an error wrapping ErrMux, ErrUDP or ErrFlow.
 //   - ctx already done: it closes conn and returns ctx's error.
-//   - Otherwise it calls h.HandleStream once, with a conn that first yields
-//     the payload bytes that came with the header and sends the 2-byte
-//     response header with the first Write (or alone on Close/CloseWrite),
-//     makes sure conn is closed, and returns the handler's error.
+//   - Otherwise it calls h.HandleStream with a conn that first yields the
+//     payload bytes that came with the header. Version 0: the 2-byte
+//     response header goes out with the first Write (or alone on
+//     Close/CloseWrite); ServeConn makes sure conn is closed and returns
+//     the handler's error. Version 1: no response header; with keep-alive
+//     the stream is framed (docs/protocols/vless-v1.md) and, when it ended
+//     cleanly both ways, ServeConn keeps conn and waits (up to IdleTimeout)
+//     for the next request, calling h once per request, one at a time. It
+//     returns nil when the client closes or the wait times out between
+//     requests, and the last handler's error when a stream ends uncleanly.
 //
-// It sets no deadline: the caller's handshake deadline, if any, bounds the
-// header read, and the caller clears it afterwards.
+// It sets no deadline for the first header: the caller's handshake
+// deadline, if any, bounds it, and the caller clears it afterwards (at the
+// latest in the handler). Between v1 requests it sets and clears its own
+// read deadline.
 func (s *Server) ServeConn(ctx context.Context, conn net.Conn, h tunnel.Handler) error {
 	if err := ctx.Err(); err != nil {
 		conn.Close()
 		return fmt.Errorf("vless: %w", err)
 	}
-	buf := make([]byte, headerBufSize)
-	hdr, acct, n, used, err := s.readHeader(conn, buf)
+	br := v1io.NewReader(conn, headerBufSize)
+	first, err := s.readFirst(br)
 	if err != nil {
-		s.log.Debug("vless: not a VLESS connection for this server", "inbound", s.inbound, "err", err)
+		if errors.Is(err, protocols.ErrNotProtocol) {
+			s.log.Debug("vless: not a VLESS connection for this server", "inbound", s.inbound, "err", err)
+		} else {
+			s.log.Debug("vless: bad v1 header from a known user", "inbound", s.inbound, "user", first.acct.label, "err", err)
+			conn.Close()
+		}
 		return err
 	}
+	if first.version == vless.Version1 {
+		return s.serveV1(ctx, conn, br, first.v1, first.acct, h)
+	}
+	hdr, acct := first.v0, first.acct
 	log := s.log.With("inbound", s.inbound, "user", acct.label)
 	switch {
 	case hdr.Command == vless.CommandMux:
@@ -228,16 +303,9 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn, h tunnel.Handler)
 		conn.Close()
 		return fmt.Errorf("vless: %w", err)
 	}
-	req := tunnel.Request{
-		User:      acct.label,
-		Network:   protocols.NetworkTCP,
-		Target:    hdr.Target,
-		Source:    remoteAddrPort(conn),
-		Inbound:   s.inbound,
-		Transport: s.transport,
-	}
+	req := s.request(conn, acct, hdr.Target)
 	log.Debug("vless: tunnel", "target", hdr.Target.String())
-	c := newConn(conn, buf[used:n])
+	c := newConn(conn, br.Buffered())
 	err = h.HandleStream(ctx, c, req)
 	c.Close() // the handler must have closed it; make sure
 	if err != nil {
@@ -246,44 +314,78 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn, h tunnel.Handler)
 	return nil
 }
 
-// readHeader reads into buf until it holds a whole request header from a
-// known user. It returns the header, its account, the bytes read and the
-// bytes the header used. Every error wraps protocols.ErrNotProtocol.
-func (s *Server) readHeader(conn net.Conn, buf []byte) (vless.RequestHeader, *account, int, int, error) {
-	var acct *account
-	n := 0
+func (s *Server) request(conn net.Conn, acct *account, target protocols.Addr) tunnel.Request {
+	return tunnel.Request{
+		User:      acct.label,
+		Network:   protocols.NetworkTCP,
+		Target:    target,
+		Source:    remoteAddrPort(conn),
+		Inbound:   s.inbound,
+		Transport: s.transport,
+	}
+}
+
+// firstHeader is the first request of a connection, of either version.
+type firstHeader struct {
+	version byte
+	v0      vless.RequestHeader
+	v1      vless.RequestV1
+	acct    *account
+}
+
+// readFirst reads until br holds a whole first header from a known user
+// and consumes it. Errors before the UUID is known (and every v0 error)
+// wrap protocols.ErrNotProtocol; v1 errors after it do not, and then the
+// returned header's acct is set.
+func (s *Server) readFirst(br *v1io.Reader) (firstHeader, error) {
+	var f firstHeader
 	for {
-		m, rerr := conn.Read(buf[n:])
-		n += m
-		if n > 0 && buf[0] != vless.Version {
-			return fail(fmt.Errorf("%w %d", vless.ErrUnknownVersion, buf[0]))
-		}
-		if acct == nil && n >= 17 {
-			// Refuse an unknown user before waiting for the rest.
-			if acct = (*s.users.Load())[[16]byte(buf[1:17])]; acct == nil {
-				return fail(ErrUnknownUser)
+		buf := br.Buffered()
+		if len(buf) > 0 {
+			switch f.version = buf[0]; {
+			case f.version == vless.Version:
+			case f.version == vless.Version1 && s.v1:
+			default:
+				return firstHeader{}, notProtocol(fmt.Errorf("%w %d", vless.ErrUnknownVersion, buf[0]))
 			}
 		}
-		if acct != nil {
-			hdr, used, err := vless.ParseRequest(buf[:n])
+		if f.acct == nil && len(buf) >= 17 {
+			// Refuse an unknown user before waiting for the rest.
+			if f.acct = (*s.users.Load())[[16]byte(buf[1:17])]; f.acct == nil {
+				return firstHeader{}, notProtocol(ErrUnknownUser)
+			}
+		}
+		if f.acct != nil {
+			var used int
+			var err error
+			if f.version == vless.Version {
+				f.v0, used, err = vless.ParseRequest(buf)
+			} else {
+				f.v1, used, err = vless.ParseRequestV1(buf)
+			}
 			if err == nil {
-				return hdr, acct, n, used, nil
+				br.Discard(used)
+				return f, nil
 			}
 			if err != protocols.ErrNeedMore {
-				return fail(err)
+				if f.version == vless.Version1 {
+					return firstHeader{acct: f.acct}, err
+				}
+				return firstHeader{}, notProtocol(err)
 			}
 		}
-		if rerr != nil {
-			return fail(fmt.Errorf("vless: connection ended %d bytes into the header: %w", n, rerr))
-		}
-		if n == len(buf) { // cannot happen: buf holds the longest header
-			return fail(fmt.Errorf("vless: header longer than %d bytes", len(buf)))
+		if _, rerr := br.Fill(); rerr != nil {
+			err := fmt.Errorf("vless: connection ended %d bytes into the header: %w", len(br.Buffered()), rerr)
+			if f.acct != nil && f.version == vless.Version1 {
+				return firstHeader{acct: f.acct}, err
+			}
+			return firstHeader{}, notProtocol(err)
 		}
 	}
 }
 
-func fail(cause error) (vless.RequestHeader, *account, int, int, error) {
-	return vless.RequestHeader{}, nil, 0, 0, fmt.Errorf("%w: %w", protocols.ErrNotProtocol, cause)
+func notProtocol(cause error) error {
+	return fmt.Errorf("%w: %w", protocols.ErrNotProtocol, cause)
 }
 
 func remoteAddrPort(c net.Conn) netip.AddrPort {

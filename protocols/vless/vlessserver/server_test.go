@@ -141,7 +141,7 @@ func TestMatch(t *testing.T) {
 	if ok, err := s.Match(h); !ok || err != nil {
 		t.Errorf("alice: %v, %v", ok, err)
 	}
-	if ok, err := s.Match(header(t, tcpTo(eve, "1.2.3.4:443"))); ok || err != nil {
+	if ok, err := s.Match(header(t, tcpTo(eve, "1.2.3.4:443"))); ok || !errors.Is(err, vlessserver.ErrUnknownUser) {
 		t.Errorf("eve: %v, %v", ok, err)
 	}
 	if ok, err := s.Match([]byte("GET / HTTP/1.1\r\n")); ok || err != nil {

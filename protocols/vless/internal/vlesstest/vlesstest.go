@@ -28,6 +28,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -94,8 +95,15 @@ func Exchange(conn net.Conn, size int64, seed uint64) error {
 }
 
 // RelayHandler is a tunnel.Handler that dials the request's target and
-// relays both ways with io.Copy, recording every request.
+// relays both ways with io.Copy, recording every request. Like the
+// gateway's router it reports the dialled address (tunnel.RemoteReporter,
+// unless NoReport) and the dial's outcome (tunnel.DialReporter), passes a
+// clean end of one direction on as a half-close, and closes both sides
+// when a direction fails (so a target's reset reaches the client as an
+// abort, not as a clean end).
 type RelayHandler struct {
+	NoReport bool // do not call ReportRemote
+
 	mu       sync.Mutex
 	requests []tunnel.Request
 }
@@ -114,21 +122,31 @@ func (h *RelayHandler) HandleStream(ctx context.Context, conn net.Conn, req tunn
 	defer conn.Close()
 	var d net.Dialer
 	up, err := d.DialContext(ctx, "tcp", req.Target.String())
+	if err == nil && !h.NoReport {
+		if rr, ok := conn.(tunnel.RemoteReporter); ok {
+			rr.ReportRemote(up.RemoteAddr().(*net.TCPAddr).AddrPort())
+		}
+	}
+	if dr, ok := conn.(tunnel.DialReporter); ok {
+		dr.ReportDial(err)
+	}
 	if err != nil {
 		return err
 	}
 	defer up.Close()
 	errc := make(chan error, 2)
-	go func() {
-		_, err := io.Copy(up, conn)
-		CloseWrite(up)
+	pass := func(dst, src net.Conn) {
+		_, err := io.Copy(dst, src)
+		if err != nil {
+			conn.Close()
+			up.Close()
+		} else {
+			CloseWrite(dst)
+		}
 		errc <- err
-	}()
-	go func() {
-		_, err := io.Copy(conn, up)
-		CloseWrite(conn)
-		errc <- err
-	}()
+	}
+	go pass(up, conn)
+	go pass(conn, up)
 	err = <-errc
 	select {
 	case err2 := <-errc:
@@ -142,6 +160,52 @@ func (h *RelayHandler) HandlePacket(ctx context.Context, pc tunnel.PacketConn, r
 	pc.Close()
 	return errors.New("relay: packets not supported")
 }
+
+// ResetTarget starts a TCP server on 127.0.0.1 that reads once from each
+// connection and then resets it (RST, SO_LINGER 0), and returns its
+// address.
+func ResetTarget(t testing.TB) protocols.Addr {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			c.Read(make([]byte, 1024))
+			c.(*net.TCPConn).SetLinger(0)
+			c.Close()
+		}
+	}()
+	return protocols.AddrFromAddrPort(ln.Addr().(*net.TCPAddr).AddrPort())
+}
+
+// CountingListener counts the connections it accepts.
+type CountingListener struct {
+	net.Listener
+	n atomic.Int64
+}
+
+// Accept counts and returns the next connection.
+func (l *CountingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return c, err
+}
+
+// Accepted is the number of connections accepted so far.
+func (l *CountingListener) Accepted() int64 { return l.n.Load() }
 
 // Cert is a self-signed certificate for "localhost" and 127.0.0.1.
 type Cert struct {
