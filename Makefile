@@ -2,7 +2,7 @@
 
 GO ?= go
 # The pure codec packages: they must build for WebAssembly.
-CODEC_PKGS := ./protocols ./protocols/links ./protocols/vless
+CODEC_PKGS := ./protocols ./protocols/links ./protocols/vless ./protocols/anytls
 # Packages with allocation tests (TestXxxAllocs…), run without -race.
 ALLOC_PKGS := ./gateway
 

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -20,6 +21,8 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/portico-gw/portico/acme"
+	"github.com/portico-gw/portico/protocols/anytls/anytlsclient"
+	"github.com/portico-gw/portico/protocols/anytls/anytlsserver"
 	"github.com/portico-gw/portico/protocols/httpproxy"
 	"github.com/portico-gw/portico/protocols/socks"
 	"github.com/portico-gw/portico/protocols/tunnel"
@@ -106,6 +109,17 @@ func New(cfg *Config, opts Options) (*Gateway, error) {
 				return nil, fmt.Errorf("inbounds[%d]: %w", i, err)
 			}
 			raw = append(raw, RawProtocol{Name: "vless", Inbound: tag, Match: srv.Match, Server: srv})
+		case *AnyTLSInbound:
+			users := make([]anytlsserver.User, 0, len(s.Users))
+			for _, u := range s.Users {
+				users = append(users, anytlsserver.User{Password: u.Password, Email: u.Email, Level: u.Level})
+			}
+			srv, err := anytlsserver.New(anytlsserver.Options{Users: users, PaddingScheme: s.PaddingScheme,
+				MaxStreams: s.MaxStreams, Inbound: tag, Transport: "tls", Log: g.log})
+			if err != nil {
+				return nil, fmt.Errorf("inbounds[%d]: %w", i, err)
+			}
+			raw = append(raw, RawProtocol{Name: "anytls", Inbound: tag, Match: srv.Match, Server: srv})
 		case *LocalProxyInbound:
 			users := map[string]string{}
 			for _, a := range s.Accounts {
@@ -122,6 +136,10 @@ func New(cfg *Config, opts Options) (*Gateway, error) {
 		}
 	}
 
+	// Cheap matchers first: VLESS and AnyTLS are a map look-up, VMess costs
+	// an AES block per user.
+	cost := map[string]int{"vless": 0, "anytls": 1, "vmess": 2}
+	slices.SortStableFunc(raw, func(a, b RawProtocol) int { return cost[a.Name] - cost[b.Name] })
 	if cfg.Server != nil {
 		if err := g.buildFront(cfg.Server, raw, opts); err != nil {
 			return nil, err
@@ -155,6 +173,18 @@ func buildOutbounds(list []OutboundConfig) (map[string]tunnel.Dialer, string, er
 			d = dd
 		case *VLESSOutbound:
 			c, err := vlessOutbound(s, oc.StreamSettings)
+			if err != nil {
+				return nil, "", fmt.Errorf("outbounds[%d]: %w", i, err)
+			}
+			d = c
+		case *AnyTLSOutbound:
+			carrier, err := carrierDialer(s.Address, s.Port, oc.StreamSettings)
+			if err != nil {
+				return nil, "", fmt.Errorf("outbounds[%d]: %w", i, err)
+			}
+			c, err := anytlsclient.New(anytlsclient.Options{Password: s.Password, Carrier: carrier,
+				IdleSessionCheckInterval: time.Duration(s.IdleSessionCheckInterval),
+				IdleSessionTimeout:       time.Duration(s.IdleSessionTimeout), MinIdleSession: s.MinIdleSession})
 			if err != nil {
 				return nil, "", fmt.Errorf("outbounds[%d]: %w", i, err)
 			}
@@ -494,6 +524,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	if g.acmeMgr != nil {
 		g.acmeMgr.Stop()
 	}
+	g.router.closeOutbounds()
 	g.wg.Wait()
 	return err
 }

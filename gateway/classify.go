@@ -48,7 +48,7 @@ const (
 // classify asks the HTTP matcher, then each protocol's matcher in order
 // (cheapest first, as the front door orders them). A matcher's error other
 // than ErrNeedMore counts as a no, and the first such error is returned as
-// the reason for a decoy verdict (for the debug log).
+// the reason, should the connection end at the decoy (for the debug log).
 func classify(prefix []byte, matchers []protocols.Matcher) (v verdict, proto int, why error) {
 	more := false
 	if ok, err := matchHTTP(prefix); ok {
@@ -68,7 +68,7 @@ func classify(prefix []byte, matchers []protocols.Matcher) (v verdict, proto int
 		}
 	}
 	if more {
-		return verdictMore, -1, nil
+		return verdictMore, -1, why
 	}
 	return verdictDecoy, -1, why
 }

@@ -68,12 +68,37 @@ type DecoyConfig struct {
 // InboundConfig is one entry point: a tunnel protocol on the front door
 // (vless, …), or a local proxy with its own listener (mixed, socks, http).
 type InboundConfig struct {
-	Tag      string          `json:"tag"`
-	Protocol string          `json:"protocol"`
-	Listen   string          `json:"listen"` // local proxies only
-	Settings json.RawMessage `json:"settings"`
+	Tag            string          `json:"tag"`
+	Protocol       string          `json:"protocol"`
+	Listen         string          `json:"listen"` // local proxies only
+	Settings       json.RawMessage `json:"settings"`
+	StreamSettings *InboundStream  `json:"streamSettings"` // tunnel protocols: the transport; none = raw TLS
 
 	settings any // Settings decoded for Protocol by check
+}
+
+// InboundStream is the transport a tunnel inbound is served on, in Xray's
+// shape. Network "tcp" (the default) is raw TLS on the front door; the
+// others are routes on the front door's HTTP server (and, for quic, its
+// HTTP/3 server on the same port number over UDP).
+type InboundStream struct {
+	Network             string        `json:"network"` // tcp, ws, httpupgrade, grpc, quic
+	WSSettings          *PathSettings `json:"wsSettings"`
+	HTTPUpgradeSettings *PathSettings `json:"httpupgradeSettings"`
+	GRPCSettings        *GRPCSettings `json:"grpcSettings"`
+	QUICSettings        *PathSettings `json:"quicSettings"`
+}
+
+// PathSettings route a transport by URL path and, optionally, Host.
+type PathSettings struct {
+	Path            string `json:"path"`            // required, starts with "/"
+	Host            string `json:"host"`            // optional Host to match
+	EarlyDataHeader string `json:"earlyDataHeader"` // ws: header carrying early data; default Sec-WebSocket-Protocol
+}
+
+// GRPCSettings route gRPC "gun" by service name.
+type GRPCSettings struct {
+	ServiceName string `json:"serviceName"` // required: the tunnel is POST /<serviceName>/Tun (and /TunMulti)
 }
 
 // OutboundConfig is one way out.
@@ -193,7 +218,7 @@ func ParseConfig(data []byte) (*Config, error) {
 
 // Inbound protocol families.
 var (
-	tunnelProtocols = []string{"vless"}
+	tunnelProtocols = []string{"vless", "anytls"}
 	localProtocols  = []string{"mixed", "socks", "http"}
 )
 
@@ -202,6 +227,7 @@ func (c *Config) check() error {
 		return err
 	}
 	tags := map[string]string{}
+	routes := map[string]string{} // transport route -> the inbound that has it
 	tunnels := 0
 	for i := range c.Inbounds {
 		in := &c.Inbounds[i]
@@ -212,9 +238,20 @@ func (c *Config) check() error {
 			if in.Listen != "" {
 				return fmt.Errorf("%s.listen: %s inbounds are served on server.listen; remove this field", p, in.Protocol)
 			}
+			key, err := in.StreamSettings.check(p + ".streamSettings")
+			if err != nil {
+				return err
+			}
+			if prev, dup := routes[key]; dup && key != "tcp" {
+				return fmt.Errorf("%s.streamSettings: the same route as %s (%s)", p, prev, key)
+			}
+			routes[key] = p
 		case contains(localProtocols, in.Protocol):
 			if err := checkHostPort(in.Listen, p+".listen", true); err != nil {
 				return err
+			}
+			if in.StreamSettings != nil {
+				return fmt.Errorf("%s.streamSettings: local proxies have no transport; remove this field", p)
 			}
 		case in.Protocol == "":
 			return fmt.Errorf("%s.protocol: missing; one of %s", p, strings.Join(append(append([]string{}, tunnelProtocols...), localProtocols...), ", "))
@@ -402,4 +439,44 @@ func (r RuleConfig) build(path string) (Rule, error) {
 		return rule, fmt.Errorf("%s.network: %q is not tcp or udp", path, r.Network)
 	}
 	return rule, nil
+}
+
+// Transports a tunnel inbound or a protocol client can use.
+var transportNames = []string{"tcp", "ws", "httpupgrade", "grpc", "quic"}
+
+// check validates the transport of a tunnel inbound and returns the route
+// it claims, so that two inbounds cannot claim the same one.
+func (s *InboundStream) check(path string) (route string, err error) {
+	if s == nil || s.Network == "" || s.Network == "tcp" || s.Network == "raw" {
+		if s != nil && (s.WSSettings != nil || s.HTTPUpgradeSettings != nil || s.GRPCSettings != nil || s.QUICSettings != nil) {
+			return "", fmt.Errorf("%s: transport settings given but network is tcp; set \"network\"", path)
+		}
+		return "tcp", nil
+	}
+	settings := map[string]*PathSettings{"ws": s.WSSettings, "httpupgrade": s.HTTPUpgradeSettings, "quic": s.QUICSettings}
+	switch s.Network {
+	case "ws", "httpupgrade", "quic":
+		ps := settings[s.Network]
+		sp := fmt.Sprintf("%s.%sSettings", path, s.Network)
+		if ps == nil {
+			return "", fmt.Errorf("%s: required with network %q (at least a path)", sp, s.Network)
+		}
+		if !strings.HasPrefix(ps.Path, "/") || strings.ContainsAny(ps.Path, " ?#") {
+			return "", fmt.Errorf("%s.path: %q must start with / and have no query", sp, ps.Path)
+		}
+		if ps.EarlyDataHeader != "" && s.Network != "ws" {
+			return "", fmt.Errorf("%s.earlyDataHeader: only WebSocket carries early data", sp)
+		}
+		kind := "http"
+		if s.Network == "quic" {
+			kind = "h3"
+		}
+		return kind + " " + ps.Host + ps.Path, nil
+	case "grpc":
+		if s.GRPCSettings == nil || s.GRPCSettings.ServiceName == "" || strings.ContainsAny(s.GRPCSettings.ServiceName, "/ ?#") {
+			return "", fmt.Errorf("%s.grpcSettings.serviceName: required, without / (the route is POST /<serviceName>/Tun)", path)
+		}
+		return "http /" + s.GRPCSettings.ServiceName + "/", nil
+	}
+	return "", fmt.Errorf("%s.network: %q is not one of %s", path, s.Network, strings.Join(transportNames, ", "))
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/google/uuid"
+	"github.com/portico-gw/portico/protocols/anytls"
 	"github.com/portico-gw/portico/protocols/vless"
 )
 
@@ -25,6 +26,30 @@ type VLESSClient struct {
 	Email string `json:"email"`
 	Level int    `json:"level"`
 	Flow  string `json:"flow"`
+}
+
+// AnyTLSInbound is inbounds[].settings for protocol "anytls".
+type AnyTLSInbound struct {
+	Users         []AnyTLSUser `json:"users"`
+	PaddingScheme string       `json:"paddingScheme"` // the scheme text (lines); empty = the protocol's default
+	MaxStreams    int          `json:"maxStreams"`    // per session; 0 = 128
+}
+
+// AnyTLSUser is one AnyTLS user.
+type AnyTLSUser struct {
+	Password string `json:"password"`
+	Email    string `json:"email"`
+	Level    int    `json:"level"`
+}
+
+// AnyTLSOutbound is outbounds[].settings for protocol "anytls".
+type AnyTLSOutbound struct {
+	Address                  string   `json:"address"`
+	Port                     uint16   `json:"port"`
+	Password                 string   `json:"password"`
+	IdleSessionCheckInterval Duration `json:"idleSessionCheckInterval"` // default 30s
+	IdleSessionTimeout       Duration `json:"idleSessionTimeout"`       // default 60s
+	MinIdleSession           int      `json:"minIdleSession"`
 }
 
 // LocalProxyInbound is inbounds[].settings for mixed, socks and http.
@@ -69,6 +94,8 @@ type VLESSOutUser struct {
 	Encryption string `json:"encryption"` // "none" (or empty)
 	Level      int    `json:"level"`
 }
+
+var outboundProtocols = []string{"direct", "block", "vless", "anytls"}
 
 func decodeSettings(raw json.RawMessage, v any, path string) error {
 	if len(raw) == 0 || string(raw) == "null" {
@@ -122,6 +149,33 @@ func checkInboundSettings(in *InboundConfig, path string) error {
 			if err := checkFlow(c.Flow, cp+".flow"); err != nil {
 				return err
 			}
+		}
+		in.settings = &s
+	case "anytls":
+		var s AnyTLSInbound
+		if err := decodeSettings(in.Settings, &s, sp); err != nil {
+			return err
+		}
+		if len(s.Users) == 0 {
+			return fmt.Errorf("%s.users: at least one user is required", sp)
+		}
+		seen := map[string]int{}
+		for i, u := range s.Users {
+			if u.Password == "" {
+				return fmt.Errorf("%s.users[%d].password: required", sp, i)
+			}
+			if j, dup := seen[u.Password]; dup {
+				return fmt.Errorf("%s.users[%d].password: same password as users[%d]", sp, i, j)
+			}
+			seen[u.Password] = i
+		}
+		if s.PaddingScheme != "" {
+			if _, err := anytls.ParseScheme([]byte(s.PaddingScheme)); err != nil {
+				return fmt.Errorf("%s.paddingScheme: %v", sp, err)
+			}
+		}
+		if s.MaxStreams < 0 {
+			return fmt.Errorf("%s.maxStreams: must not be negative", sp)
 		}
 		in.settings = &s
 	case "mixed", "socks", "http":
@@ -194,10 +248,32 @@ func checkOutbound(out *OutboundConfig, path string) error {
 			return err
 		}
 		out.settings = &s
+	case "anytls":
+		var s AnyTLSOutbound
+		if err := decodeSettings(out.Settings, &s, sp); err != nil {
+			return err
+		}
+		switch {
+		case s.Address == "":
+			return fmt.Errorf("%s.address: required", sp)
+		case s.Port == 0:
+			return fmt.Errorf("%s.port: required", sp)
+		case s.Password == "":
+			return fmt.Errorf("%s.password: required", sp)
+		case s.MinIdleSession < 0:
+			return fmt.Errorf("%s.minIdleSession: must not be negative", sp)
+		}
+		if ss := out.StreamSettings; ss != nil && ss.Security == "none" {
+			return fmt.Errorf("%s.streamSettings.security: AnyTLS runs only under TLS", path)
+		}
+		if err := out.StreamSettings.check(path + ".streamSettings"); err != nil {
+			return err
+		}
+		out.settings = &s
 	case "":
-		return fmt.Errorf("%s.protocol: missing; one of direct, block, vless", path)
+		return fmt.Errorf("%s.protocol: missing; one of %s", path, strings.Join(outboundProtocols, ", "))
 	default:
-		return fmt.Errorf("%s.protocol: unknown protocol %q; one of direct, block, vless", path, out.Protocol)
+		return fmt.Errorf("%s.protocol: unknown protocol %q; one of %s", path, out.Protocol, strings.Join(outboundProtocols, ", "))
 	}
 	return nil
 }

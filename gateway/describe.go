@@ -28,6 +28,8 @@ func Describe(cfg *Config) string {
 		switch s := in.settings.(type) {
 		case *VLESSInbound:
 			fmt.Fprintf(&b, "inbound %s: vless on raw TLS, %d user(s)\n", tag, len(s.Clients))
+		case *AnyTLSInbound:
+			fmt.Fprintf(&b, "inbound %s: anytls on raw TLS, %d user(s)\n", tag, len(s.Users))
 		case *LocalProxyInbound:
 			auth := "no auth"
 			if len(s.Accounts) > 0 {
@@ -48,6 +50,8 @@ func Describe(cfg *Config) string {
 		switch s := out.settings.(type) {
 		case *VLESSOutbound:
 			fmt.Fprintf(&b, "outbound %s: vless to %s:%d%s\n", tag, s.Vnext[0].Address, s.Vnext[0].Port, def)
+		case *AnyTLSOutbound:
+			fmt.Fprintf(&b, "outbound %s: anytls to %s:%d%s\n", tag, s.Address, s.Port, def)
 		default:
 			fmt.Fprintf(&b, "outbound %s: %s%s\n", tag, out.Protocol, def)
 		}

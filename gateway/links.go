@@ -50,6 +50,15 @@ func ServerLinks(cfg *Config, host, pin string) ([]links.Link, error) {
 				v1.Name, v1.Version, v1.KeepAlive = name+"-v1", 1, true
 				out = append(out, base, v1)
 			}
+		case *AnyTLSInbound:
+			for _, u := range s.Users {
+				name := "portico-anytls"
+				if u.Email != "" && u.Email != "default" {
+					name += "-" + u.Email
+				}
+				out = append(out, links.Link{Protocol: "anytls", ID: u.Password, Host: host, Port: uint16(port),
+					Name: name, Transport: "tcp", Security: "tls", SNI: sni, Pin: pin})
+			}
 		}
 	}
 	if len(out) == 0 {
@@ -80,6 +89,8 @@ func ClientConfigFromLink(l links.Link, listen string) (cfg *Config, warn string
 			settings.Padding = fmt.Sprintf("%d-%d", l.PadMin, l.PadMax)
 		}
 		out.Settings = mustJSON(settings)
+	case "anytls":
+		out.Settings = mustJSON(AnyTLSOutbound{Address: l.Host, Port: l.Port, Password: l.ID})
 	default:
 		return nil, "", fmt.Errorf("links: protocol %q is not supported", l.Protocol)
 	}

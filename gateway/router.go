@@ -130,6 +130,16 @@ func NewRouter(o RouterOptions) (*Router, error) {
 	return rt, nil
 }
 
+// closeOutbounds stops what outbounds run in the background (session
+// pools, idle checks).
+func (rt *Router) closeOutbounds() {
+	for _, d := range rt.outbounds {
+		if c, ok := d.(interface{ Close() error }); ok {
+			c.Close()
+		}
+	}
+}
+
 // Stats returns the per-user counters.
 func (rt *Router) Stats() *Stats { return rt.stats }
 

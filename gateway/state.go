@@ -19,7 +19,7 @@ import (
 type State struct {
 	Dir      string `json:"-"`
 	UUID     string `json:"uuid"`     // VLESS (and later VMess) user
-	Password string `json:"password"` // AnyTLS user (later)
+	Password string `json:"password"` // AnyTLS user
 	Listen   string `json:"listen"`   // the front door's last address
 }
 
@@ -148,6 +148,7 @@ func (s *State) DefaultConfig(listen string) *Config {
 		Server: &ServerConfig{Listen: listen, TLS: TLSConfig{Source: "self-signed", StateDir: s.Dir}},
 		Inbounds: []InboundConfig{
 			{Tag: "vless", Protocol: "vless", Settings: vless},
+			{Tag: "anytls", Protocol: "anytls", Settings: mustJSON(AnyTLSInbound{Users: []AnyTLSUser{{Password: s.Password, Email: "default"}}})},
 		},
 	}
 	if err := cfg.check(); err != nil {

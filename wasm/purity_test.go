@@ -14,6 +14,7 @@ var CodecPackages = []string{
 	"github.com/portico-gw/portico/protocols",
 	"github.com/portico-gw/portico/protocols/links",
 	"github.com/portico-gw/portico/protocols/vless",
+	"github.com/portico-gw/portico/protocols/anytls",
 	"github.com/portico-gw/portico/wasm",
 }
 

@@ -201,7 +201,7 @@ func TestEmbeddedDefault(t *testing.T) {
 		}
 		var printed []string
 		for _, l := range strings.Split(srv.out(), "\n") {
-			if strings.HasPrefix(l, "  vless://") {
+			if strings.HasPrefix(l, "  ") && strings.Contains(l, "://") && !strings.Contains(l, "portico client") {
 				printed = append(printed, strings.TrimSpace(l))
 			}
 		}
@@ -274,6 +274,33 @@ func TestEmbeddedDefault(t *testing.T) {
 		}
 		if !regexp.MustCompile(`msg=tunnel user=default .*transport=tls .*target=` + regexp.QuoteMeta(echo) + ` .*up=4194304 down=4194304`).MatchString(srv.errOut()) {
 			t.Errorf("no tunnel log line with user, transport, target and bytes:\n%s", srv.errOut())
+		}
+	})
+
+	t.Run("the AnyTLS link works too", func(t *testing.T) {
+		out, _ := exec.Command(porticoBin, "links", "-state", state).Output()
+		var any string
+		for _, l := range strings.Fields(string(out)) {
+			if strings.HasPrefix(l, "anytls://") {
+				any = l
+			}
+		}
+		if !strings.Contains(any, "pin=") {
+			t.Fatalf("no pinned anytls link among\n%s", out)
+		}
+		cl := start(t, "client", "-listen", "127.0.0.1:0", any)
+		proxy := cl.waitLine(t, localRe)
+		for i := 0; i < 5; i++ {
+			if err := socksEcho(t, proxy); err != nil {
+				t.Fatalf("request %d: %v", i, err)
+			}
+		}
+		deadline := time.Now().Add(3 * time.Second)
+		for !strings.Contains(srv.errOut(), "inbound=anytls") && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if !strings.Contains(srv.errOut(), "msg=tunnel user=default inbound=anytls transport=tls") {
+			t.Fatalf("server did not log AnyTLS tunnels:\n%s", srv.errOut())
 		}
 	})
 

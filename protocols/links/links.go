@@ -15,7 +15,7 @@ import (
 
 // Link is a decoded share link. Fields a protocol does not use stay empty.
 type Link struct {
-	Protocol string // "vless"
+	Protocol string // "vless", "anytls"
 	ID       string // VLESS/VMess UUID, or AnyTLS password
 	Host     string // server name or IP, without brackets
 	Port     uint16
@@ -55,8 +55,10 @@ func Parse(s string) (Link, error) {
 	switch strings.ToLower(scheme) {
 	case "vless":
 		return parseVLESS(s)
+	case "anytls":
+		return parseAnyTLS(s)
 	}
-	return Link{}, fmt.Errorf("%w: unknown scheme %q (want vless://)", ErrBadLink, scheme)
+	return Link{}, fmt.Errorf("%w: unknown scheme %q (want vless:// or anytls://)", ErrBadLink, scheme)
 }
 
 func abbreviate(s string) string {
@@ -115,6 +117,26 @@ func parseVLESS(s string) (Link, error) {
 	return l, nil
 }
 
+// parseAnyTLS reads anytls://password@host:port/?sni=…&insecure=1#name, as
+// mihomo and sing-box clients read them. AnyTLS always runs under TLS.
+func parseAnyTLS(s string) (Link, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return Link{}, fmt.Errorf("%w: %v", ErrBadLink, err)
+	}
+	l := Link{Protocol: "anytls", Name: u.Fragment}
+	if u.User == nil || u.User.Username() == "" {
+		return Link{}, fmt.Errorf("%w: anytls link has no password before @", ErrBadLink)
+	}
+	l.ID = u.User.Username()
+	if err := l.setHostPort(u); err != nil {
+		return Link{}, err
+	}
+	l.readCommon(u.Query())
+	l.Security = "tls"
+	return l, nil
+}
+
 func (l *Link) setHostPort(u *url.URL) error {
 	l.Host = u.Hostname()
 	if l.Host == "" {
@@ -162,6 +184,15 @@ func (l Link) String() string {
 	switch l.Protocol {
 	case "vless":
 		return l.vlessString()
+	case "anytls":
+		q := url.Values{}
+		l.writeCommon(q)
+		if l.Transport != "" && l.Transport != "tcp" {
+			q.Set("type", l.Transport)
+		}
+		u := url.URL{Scheme: "anytls", User: url.User(l.ID), Host: hostPort(l.Host, l.Port), Path: "/",
+			RawQuery: q.Encode(), Fragment: l.Name}
+		return u.String()
 	}
 	return ""
 }

@@ -53,6 +53,26 @@ func TestParseVLESS(t *testing.T) {
 	}
 }
 
+func TestParseAnyTLS(t *testing.T) {
+	// As mihomo documents the form; the password needs escaping.
+	in := "anytls://p%40ss%2Fword@example.com:8443/?sni=cdn.example.com&insecure=1#my%20anytls"
+	want := Link{Protocol: "anytls", ID: "p@ss/word", Host: "example.com", Port: 8443, Name: "my anytls",
+		Transport: "tcp", Security: "tls", SNI: "cdn.example.com", Insecure: true}
+	got, err := Parse(in)
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("Parse = %+v, %v\nwant %+v", got, err, want)
+	}
+	again, err := Parse(got.String())
+	if err != nil || !reflect.DeepEqual(again, got) {
+		t.Fatalf("round trip via %q: %+v, %v", got.String(), again, err)
+	}
+	for _, bad := range []string{"anytls://example.com:1", "anytls://pw@example.com"} {
+		if _, err := Parse(bad); !errors.Is(err, ErrBadLink) {
+			t.Errorf("Parse(%q) = %v", bad, err)
+		}
+	}
+}
+
 func TestParseErrors(t *testing.T) {
 	for _, in := range []string{
 		"", "example.com:443", "trojan://pw@h:1", "vless://h:1", "vless://id@h", "vless://id@:1",
