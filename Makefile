@@ -2,9 +2,9 @@
 
 GO ?= go
 # The pure codec packages: they must build for WebAssembly.
-CODEC_PKGS := ./protocols ./protocols/links ./protocols/vless ./protocols/anytls
+CODEC_PKGS := ./protocols ./protocols/links ./protocols/vless ./protocols/anytls ./protocols/vmess
 # Packages with allocation tests (TestXxxAllocs…), run without -race.
-ALLOC_PKGS := ./gateway
+ALLOC_PKGS := ./gateway ./protocols/vmess ./protocols/vmess/internal/vmessconn
 
 .PHONY: test peers vet race allocs wasm fuzz-short fuzz build
 

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -28,6 +29,8 @@ import (
 	"github.com/portico-gw/portico/protocols/tunnel"
 	"github.com/portico-gw/portico/protocols/vless/vlessclient"
 	"github.com/portico-gw/portico/protocols/vless/vlessserver"
+	"github.com/portico-gw/portico/protocols/vmess/vmessclient"
+	"github.com/portico-gw/portico/protocols/vmess/vmessserver"
 	"github.com/portico-gw/portico/transports/rawtls"
 )
 
@@ -109,6 +112,18 @@ func New(cfg *Config, opts Options) (*Gateway, error) {
 				return nil, fmt.Errorf("inbounds[%d]: %w", i, err)
 			}
 			raw = append(raw, RawProtocol{Name: "vless", Inbound: tag, Match: srv.Match, Server: srv})
+		case *VMessInbound:
+			users := make([]vmessserver.User, 0, len(s.Clients))
+			for _, c := range s.Clients {
+				users = append(users, vmessserver.User{ID: uuid.MustParse(c.ID), AlterID: c.AlterID, Email: c.Email, Level: c.Level})
+			}
+			srv, err := vmessserver.New(vmessserver.Options{Users: users, Inbound: tag, Transport: "tls", Log: g.log,
+				AllowLegacy:               s.AllowLegacy || envFalse("V2RAY_VMESS_AEAD_FORCED") || envFalse("v2ray.vmess.aead.forced"),
+				DisableInsecureEncryption: s.DisableInsecureEncryption})
+			if err != nil {
+				return nil, fmt.Errorf("inbounds[%d]: %w", i, err)
+			}
+			raw = append(raw, RawProtocol{Name: "vmess", Inbound: tag, Match: srv.Match, Server: srv})
 		case *AnyTLSInbound:
 			users := make([]anytlsserver.User, 0, len(s.Users))
 			for _, u := range s.Users {
@@ -173,6 +188,19 @@ func buildOutbounds(list []OutboundConfig) (map[string]tunnel.Dialer, string, er
 			d = dd
 		case *VLESSOutbound:
 			c, err := vlessOutbound(s, oc.StreamSettings)
+			if err != nil {
+				return nil, "", fmt.Errorf("outbounds[%d]: %w", i, err)
+			}
+			d = c
+		case *VMessOutbound:
+			v := s.Vnext[0]
+			carrier, err := carrierDialer(v.Address, v.Port, oc.StreamSettings)
+			if err != nil {
+				return nil, "", fmt.Errorf("outbounds[%d]: %w", i, err)
+			}
+			u := v.Users[0]
+			c, err := vmessclient.New(vmessclient.Options{ID: uuid.MustParse(u.ID), AlterID: u.AlterID,
+				Security: u.Security, ForceLegacy: envTrue("V2RAY_VMESS_AEAD_DISABLED"), Carrier: carrier})
 			if err != nil {
 				return nil, "", fmt.Errorf("outbounds[%d]: %w", i, err)
 			}
@@ -342,6 +370,11 @@ func (g *Gateway) buildFront(sc *ServerConfig, raw []RawProtocol, opts Options) 
 	}
 	return nil
 }
+
+// envTrue and envFalse read V2Ray's boolean environment switches, so that a
+// setting a V2Ray user already made carries over.
+func envTrue(name string) bool  { return strings.EqualFold(os.Getenv(name), "true") }
+func envFalse(name string) bool { return strings.EqualFold(os.Getenv(name), "false") }
 
 func atoiOr(s string, def int) int {
 	var n int

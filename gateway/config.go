@@ -218,7 +218,7 @@ func ParseConfig(data []byte) (*Config, error) {
 
 // Inbound protocol families.
 var (
-	tunnelProtocols = []string{"vless", "anytls"}
+	tunnelProtocols = []string{"vless", "vmess", "anytls"}
 	localProtocols  = []string{"mixed", "socks", "http"}
 )
 

@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/portico-gw/portico/protocols/anytls"
 	"github.com/portico-gw/portico/protocols/vless"
+	"github.com/portico-gw/portico/protocols/vmess"
 )
 
 // Protocol settings, in the shapes V2Ray and Xray users already write.
@@ -26,6 +27,44 @@ type VLESSClient struct {
 	Email string `json:"email"`
 	Level int    `json:"level"`
 	Flow  string `json:"flow"`
+}
+
+// VMessInbound is inbounds[].settings for protocol "vmess", as V2Ray's
+// manual describes it.
+type VMessInbound struct {
+	Clients                   []VMessClient   `json:"clients"`
+	DisableInsecureEncryption bool            `json:"disableInsecureEncryption"` // refuse security none and the legacy CFB
+	AllowLegacy               bool            `json:"allowLegacy"`               // accept legacy MD5 auth (alterId > 0); env V2RAY_VMESS_AEAD_FORCED=false does too
+	Default                   json.RawMessage `json:"default,omitempty"`         // V2Ray's dynamic port: refused with a message
+	Detour                    json.RawMessage `json:"detour,omitempty"`          // V2Ray's dynamic port: refused with a message
+}
+
+// VMessClient is one VMess user.
+type VMessClient struct {
+	ID      string `json:"id"`
+	AlterID int    `json:"alterId"` // 0 = VMessAEAD; > 0 admits legacy clients (with allowLegacy)
+	Email   string `json:"email"`
+	Level   int    `json:"level"`
+}
+
+// VMessOutbound is outbounds[].settings for protocol "vmess".
+type VMessOutbound struct {
+	Vnext []VMessServer `json:"vnext"`
+}
+
+// VMessServer is one server of a VMess outbound.
+type VMessServer struct {
+	Address string         `json:"address"`
+	Port    uint16         `json:"port"`
+	Users   []VMessOutUser `json:"users"`
+}
+
+// VMessOutUser is the identity a VMess outbound presents.
+type VMessOutUser struct {
+	ID       string `json:"id"`
+	AlterID  int    `json:"alterId"`  // 0 = AEAD
+	Security string `json:"security"` // aes-128-gcm, chacha20-poly1305, auto (default), none, zero
+	Level    int    `json:"level"`
 }
 
 // AnyTLSInbound is inbounds[].settings for protocol "anytls".
@@ -95,7 +134,7 @@ type VLESSOutUser struct {
 	Level      int    `json:"level"`
 }
 
-var outboundProtocols = []string{"direct", "block", "vless", "anytls"}
+var outboundProtocols = []string{"direct", "block", "vless", "vmess", "anytls"}
 
 func decodeSettings(raw json.RawMessage, v any, path string) error {
 	if len(raw) == 0 || string(raw) == "null" {
@@ -148,6 +187,33 @@ func checkInboundSettings(in *InboundConfig, path string) error {
 			seen[id] = i
 			if err := checkFlow(c.Flow, cp+".flow"); err != nil {
 				return err
+			}
+		}
+		in.settings = &s
+	case "vmess":
+		var s VMessInbound
+		if err := decodeSettings(in.Settings, &s, sp); err != nil {
+			return err
+		}
+		if present(s.Default) || present(s.Detour) {
+			return fmt.Errorf("%s: \"default\" and \"detour\" (V2Ray's dynamic port) are not supported by Portico; remove them (one port serves every user)", sp)
+		}
+		if len(s.Clients) == 0 {
+			return fmt.Errorf("%s.clients: at least one client is required", sp)
+		}
+		seen := map[string]int{}
+		for i, c := range s.Clients {
+			cp := fmt.Sprintf("%s.clients[%d]", sp, i)
+			if err := checkUUID(c.ID, cp+".id"); err != nil {
+				return err
+			}
+			id := strings.ToLower(c.ID)
+			if j, dup := seen[id]; dup {
+				return fmt.Errorf("%s.id: same UUID as clients[%d]", cp, j)
+			}
+			seen[id] = i
+			if c.AlterID < 0 || c.AlterID > 65535 {
+				return fmt.Errorf("%s.alterId: %d is not from 0 to 65535", cp, c.AlterID)
 			}
 		}
 		in.settings = &s
@@ -248,6 +314,40 @@ func checkOutbound(out *OutboundConfig, path string) error {
 			return err
 		}
 		out.settings = &s
+	case "vmess":
+		var s VMessOutbound
+		if err := decodeSettings(out.Settings, &s, sp); err != nil {
+			return err
+		}
+		if len(s.Vnext) != 1 {
+			return fmt.Errorf("%s.vnext: exactly one server is supported, got %d", sp, len(s.Vnext))
+		}
+		v := s.Vnext[0]
+		vp := sp + ".vnext[0]"
+		switch {
+		case v.Address == "":
+			return fmt.Errorf("%s.address: required", vp)
+		case v.Port == 0:
+			return fmt.Errorf("%s.port: required", vp)
+		case len(v.Users) != 1:
+			return fmt.Errorf("%s.users: exactly one user is supported, got %d", vp, len(v.Users))
+		}
+		u := v.Users[0]
+		if err := checkUUID(u.ID, vp+".users[0].id"); err != nil {
+			return err
+		}
+		if u.AlterID < 0 || u.AlterID > 65535 {
+			return fmt.Errorf("%s.users[0].alterId: %d is not from 0 to 65535", vp, u.AlterID)
+		}
+		if u.Security != "" {
+			if _, err := vmess.ParseSecurity(u.Security); err != nil {
+				return fmt.Errorf("%s.users[0].security: %q is not one of aes-128-gcm, chacha20-poly1305, auto, none, zero", vp, u.Security)
+			}
+		}
+		if err := out.StreamSettings.check(path + ".streamSettings"); err != nil {
+			return err
+		}
+		out.settings = &s
 	case "anytls":
 		var s AnyTLSOutbound
 		if err := decodeSettings(out.Settings, &s, sp); err != nil {
@@ -339,6 +439,9 @@ func (s *StreamSettings) check(path string) error {
 	}
 	return nil
 }
+
+// present reports whether an optional raw field was given a value.
+func present(raw json.RawMessage) bool { return len(raw) > 0 && string(raw) != "null" }
 
 func mustJSON(v any) json.RawMessage {
 	b, err := json.Marshal(v)

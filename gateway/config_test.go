@@ -42,6 +42,17 @@ func TestParseConfigErrors(t *testing.T) {
 		{"dup tag", `{"inbounds": [{"tag": "a", "protocol": "mixed", "listen": ":1"}, {"tag": "a", "protocol": "socks", "listen": ":2"}]}`, `inbounds[1].tag: "a" is already the tag of inbounds[0]`},
 		{"log level", `{"log": {"level": "loud"}, "server": {}}`, `log.level: "loud"`},
 		{"empty", `{}`, "inbounds: empty; nothing to serve"},
+		{"vmess detour", `{"server": {}, "inbounds": [{"protocol": "vmess", "settings": {"clients": [{"id": "` + goodUUID + `"}], "detour": {"to": "dyn"}}}]}`, `"default" and "detour" (V2Ray's dynamic port) are not supported`},
+		{"vmess alterId", `{"server": {}, "inbounds": [{"protocol": "vmess", "settings": {"clients": [{"id": "` + goodUUID + `", "alterId": 70000}]}}]}`, "inbounds[0].settings.clients[0].alterId: 70000 is not from 0 to 65535"},
+		{"vmess security", `{"inbounds": [{"protocol": "mixed", "listen": ":1"}], "outbounds": [{"protocol": "vmess", "settings": {"vnext": [{"address": "a", "port": 1, "users": [{"id": "` + goodUUID + `", "security": "aes-256-gcm"}]}]}}]}`, `outbounds[0].settings.vnext[0].users[0].security: "aes-256-gcm" is not one of`},
+		{"anytls users", `{"server": {}, "inbounds": [{"protocol": "anytls", "settings": {"users": [{"password": "a"}, {"password": "a"}]}}]}`, "inbounds[0].settings.users[1].password: same password as users[0]"},
+		{"anytls scheme", `{"server": {}, "inbounds": [{"protocol": "anytls", "settings": {"users": [{"password": "a"}], "paddingScheme": "stop=x"}}]}`, "inbounds[0].settings.paddingScheme:"},
+		{"anytls without tls", `{"inbounds": [{"protocol": "mixed", "listen": ":1"}], "outbounds": [{"protocol": "anytls", "settings": {"address": "a", "port": 1, "password": "p"}, "streamSettings": {"security": "none"}}]}`, "AnyTLS runs only under TLS"},
+		{"vless v1 without tls", `{"inbounds": [{"protocol": "mixed", "listen": ":1"}], "outbounds": [{"protocol": "vless", "settings": {"version": 1, "vnext": [{"address": "a", "port": 1, "users": [{"id": "` + goodUUID + `"}]}]}, "streamSettings": {"security": "none"}}]}`, "VLESS v1 runs only under TLS"},
+		{"vless v0 with v1 options", `{"inbounds": [{"protocol": "mixed", "listen": ":1"}], "outbounds": [{"protocol": "vless", "settings": {"keepAlive": true, "vnext": [{"address": "a", "port": 1, "users": [{"id": "` + goodUUID + `"}]}]}}]}`, `are VLESS v1 features; set "version": 1`},
+		{"vless padding", `{"inbounds": [{"protocol": "mixed", "listen": ":1"}], "outbounds": [{"protocol": "vless", "settings": {"version": 1, "padding": "10-20", "vnext": [{"address": "a", "port": 1, "users": [{"id": "` + goodUUID + `"}]}]}}]}`, "sizes must be from 285"},
+		{"ws without path", `{"server": {}, "inbounds": [{"protocol": "vless", "settings": {"clients": [{"id": "` + goodUUID + `"}]}, "streamSettings": {"network": "ws"}}]}`, "inbounds[0].streamSettings.wsSettings: required with network \"ws\""},
+		{"same route twice", `{"server": {}, "inbounds": [{"protocol": "vless", "settings": {"clients": [{"id": "` + goodUUID + `"}]}, "streamSettings": {"network": "ws", "wsSettings": {"path": "/a"}}}, {"protocol": "anytls", "settings": {"users": [{"password": "p"}]}, "streamSettings": {"network": "ws", "wsSettings": {"path": "/a"}}}]}`, "inbounds[1].streamSettings: the same route as inbounds[0]"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -28,6 +28,12 @@ func Describe(cfg *Config) string {
 		switch s := in.settings.(type) {
 		case *VLESSInbound:
 			fmt.Fprintf(&b, "inbound %s: vless on raw TLS, %d user(s)\n", tag, len(s.Clients))
+		case *VMessInbound:
+			legacy := ""
+			if s.AllowLegacy {
+				legacy = ", legacy MD5 auth allowed"
+			}
+			fmt.Fprintf(&b, "inbound %s: vmess on raw TLS, %d user(s)%s\n", tag, len(s.Clients), legacy)
 		case *AnyTLSInbound:
 			fmt.Fprintf(&b, "inbound %s: anytls on raw TLS, %d user(s)\n", tag, len(s.Users))
 		case *LocalProxyInbound:
@@ -50,6 +56,8 @@ func Describe(cfg *Config) string {
 		switch s := out.settings.(type) {
 		case *VLESSOutbound:
 			fmt.Fprintf(&b, "outbound %s: vless to %s:%d%s\n", tag, s.Vnext[0].Address, s.Vnext[0].Port, def)
+		case *VMessOutbound:
+			fmt.Fprintf(&b, "outbound %s: vmess to %s:%d%s\n", tag, s.Vnext[0].Address, s.Vnext[0].Port, def)
 		case *AnyTLSOutbound:
 			fmt.Fprintf(&b, "outbound %s: anytls to %s:%d%s\n", tag, s.Address, s.Port, def)
 		default:

@@ -50,6 +50,15 @@ func ServerLinks(cfg *Config, host, pin string) ([]links.Link, error) {
 				v1.Name, v1.Version, v1.KeepAlive = name+"-v1", 1, true
 				out = append(out, base, v1)
 			}
+		case *VMessInbound:
+			for _, c := range s.Clients {
+				name := "portico-vmess"
+				if c.Email != "" && c.Email != "default" {
+					name += "-" + c.Email
+				}
+				out = append(out, links.Link{Protocol: "vmess", ID: c.ID, AlterID: c.AlterID, Cipher: "auto", Host: host,
+					Port: uint16(port), Name: name, Transport: "tcp", Security: "tls", SNI: sni, Pin: pin})
+			}
 		case *AnyTLSInbound:
 			for _, u := range s.Users {
 				name := "portico-anytls"
@@ -89,6 +98,9 @@ func ClientConfigFromLink(l links.Link, listen string) (cfg *Config, warn string
 			settings.Padding = fmt.Sprintf("%d-%d", l.PadMin, l.PadMax)
 		}
 		out.Settings = mustJSON(settings)
+	case "vmess":
+		out.Settings = mustJSON(VMessOutbound{Vnext: []VMessServer{{Address: l.Host, Port: l.Port,
+			Users: []VMessOutUser{{ID: l.ID, AlterID: l.AlterID, Security: l.Cipher}}}}})
 	case "anytls":
 		out.Settings = mustJSON(AnyTLSOutbound{Address: l.Host, Port: l.Port, Password: l.ID})
 	default:

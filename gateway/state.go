@@ -18,7 +18,7 @@ import (
 // certificate lives beside it (cert.pem, key.pem).
 type State struct {
 	Dir      string `json:"-"`
-	UUID     string `json:"uuid"`     // VLESS (and later VMess) user
+	UUID     string `json:"uuid"`     // VLESS and VMess user
 	Password string `json:"password"` // AnyTLS user
 	Listen   string `json:"listen"`   // the front door's last address
 }
@@ -148,6 +148,7 @@ func (s *State) DefaultConfig(listen string) *Config {
 		Server: &ServerConfig{Listen: listen, TLS: TLSConfig{Source: "self-signed", StateDir: s.Dir}},
 		Inbounds: []InboundConfig{
 			{Tag: "vless", Protocol: "vless", Settings: vless},
+			{Tag: "vmess", Protocol: "vmess", Settings: mustJSON(VMessInbound{Clients: []VMessClient{{ID: s.UUID, Email: "default"}}})},
 			{Tag: "anytls", Protocol: "anytls", Settings: mustJSON(AnyTLSInbound{Users: []AnyTLSUser{{Password: s.Password, Email: "default"}}})},
 		},
 	}

@@ -15,6 +15,7 @@ var CodecPackages = []string{
 	"github.com/portico-gw/portico/protocols/links",
 	"github.com/portico-gw/portico/protocols/vless",
 	"github.com/portico-gw/portico/protocols/anytls",
+	"github.com/portico-gw/portico/protocols/vmess",
 	"github.com/portico-gw/portico/wasm",
 }
 

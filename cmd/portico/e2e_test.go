@@ -210,97 +210,37 @@ func TestEmbeddedDefault(t *testing.T) {
 		}
 	})
 
-	t.Run("the VLESS v1 link works too", func(t *testing.T) {
+	t.Run("every printed link carries tunnels", func(t *testing.T) {
 		out, _ := exec.Command(porticoBin, "links", "-state", state).Output()
-		var v1 string
-		for _, l := range strings.Fields(string(out)) {
-			if strings.Contains(l, "v=1") {
-				v1 = l
+		ls := strings.Fields(string(out))
+		for _, want := range []string{"vless://", "v=1", "vmess://", "anytls://"} {
+			if !strings.Contains(string(out), want) {
+				t.Fatalf("no %s link among\n%s", want, out)
 			}
 		}
-		if !strings.Contains(v1, "ka=1") {
-			t.Fatalf("no keep-alive v1 link among\n%s", out)
-		}
-		cl := start(t, "client", "-listen", "127.0.0.1:0", v1)
-		proxy := cl.waitLine(t, localRe)
-		for i := 0; i < 5; i++ {
-			if err := socksEcho(t, proxy); err != nil {
-				t.Fatalf("request %d: %v", i, err)
+		for _, l := range ls {
+			proto, _, _ := strings.Cut(l, "://")
+			name := l[strings.LastIndexByte(l, '#')+1:]
+			if proto == "vmess" {
+				name = "vmess"
 			}
-		}
-	})
-
-	t.Run("tunnel through portico client", func(t *testing.T) {
-		cl := start(t, "client", "-listen", "127.0.0.1:0", link)
-		proxy := cl.waitLine(t, localRe)
-		echo := nettest.Echo(t).String()
-
-		// SOCKS5 CONNECT to an echo server; 4 MiB with a checksum.
-		c, err := net.Dial("tcp", proxy)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		dst, _ := protocols.ParseAddr(echo)
-		if err := socks.Dial(context.Background(), c, dst, "", ""); err != nil {
-			t.Fatal(err)
-		}
-		payload := make([]byte, 4<<20)
-		rand.Read(payload)
-		go func() { c.Write(payload); c.(*net.TCPConn).CloseWrite() }()
-		c.SetReadDeadline(time.Now().Add(20 * time.Second))
-		back, err := io.ReadAll(c)
-		if err != nil || sha256.Sum256(back) != sha256.Sum256(payload) {
-			t.Fatalf("echo through the tunnel: %d of %d bytes, %v", len(back), len(payload), err)
-		}
-
-		// HTTP proxy to a web server on loopback.
-		web := httpServer(t, "through the tunnel")
-		pu, _ := url.Parse("http://" + proxy)
-		hc := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(pu)}, Timeout: 10 * time.Second}
-		resp, err := hc.Get(web)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if string(body) != "through the tunnel" {
-			t.Fatalf("HTTP proxy got %q", body)
-		}
-		// The server logged the tunnels, one line each, with user and bytes.
-		deadline := time.Now().Add(5 * time.Second)
-		for !strings.Contains(srv.errOut(), `msg=tunnel user=default`) && time.Now().Before(deadline) {
-			time.Sleep(50 * time.Millisecond)
-		}
-		if !regexp.MustCompile(`msg=tunnel user=default .*transport=tls .*target=` + regexp.QuoteMeta(echo) + ` .*up=4194304 down=4194304`).MatchString(srv.errOut()) {
-			t.Errorf("no tunnel log line with user, transport, target and bytes:\n%s", srv.errOut())
-		}
-	})
-
-	t.Run("the AnyTLS link works too", func(t *testing.T) {
-		out, _ := exec.Command(porticoBin, "links", "-state", state).Output()
-		var any string
-		for _, l := range strings.Fields(string(out)) {
-			if strings.HasPrefix(l, "anytls://") {
-				any = l
-			}
-		}
-		if !strings.Contains(any, "pin=") {
-			t.Fatalf("no pinned anytls link among\n%s", out)
-		}
-		cl := start(t, "client", "-listen", "127.0.0.1:0", any)
-		proxy := cl.waitLine(t, localRe)
-		for i := 0; i < 5; i++ {
-			if err := socksEcho(t, proxy); err != nil {
-				t.Fatalf("request %d: %v", i, err)
-			}
-		}
-		deadline := time.Now().Add(3 * time.Second)
-		for !strings.Contains(srv.errOut(), "inbound=anytls") && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
-		}
-		if !strings.Contains(srv.errOut(), "msg=tunnel user=default inbound=anytls transport=tls") {
-			t.Fatalf("server did not log AnyTLS tunnels:\n%s", srv.errOut())
+			t.Run(name, func(t *testing.T) {
+				cl := start(t, "client", "-listen", "127.0.0.1:0", l)
+				proxy := cl.waitLine(t, localRe)
+				for i := 0; i < 3; i++ {
+					if err := socksEcho(t, proxy); err != nil {
+						t.Fatalf("request %d: %v", i, err)
+					}
+				}
+				logged := "msg=tunnel user=default inbound=" + proto + " transport=tls"
+				deadline := time.Now().Add(3 * time.Second)
+				for !strings.Contains(srv.errOut(), logged) && time.Now().Before(deadline) {
+					time.Sleep(20 * time.Millisecond)
+				}
+				if !strings.Contains(srv.errOut(), logged) {
+					t.Fatalf("server did not log %q", logged)
+				}
+			})
 		}
 	})
 

@@ -5,6 +5,8 @@
 package links
 
 import (
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -15,7 +17,7 @@ import (
 
 // Link is a decoded share link. Fields a protocol does not use stay empty.
 type Link struct {
-	Protocol string // "vless", "anytls"
+	Protocol string // "vless", "vmess", "anytls"
 	ID       string // VLESS/VMess UUID, or AnyTLS password
 	Host     string // server name or IP, without brackets
 	Port     uint16
@@ -35,6 +37,9 @@ type Link struct {
 	Flow       string // flow= (VLESS)
 	Encryption string // encryption= (VLESS: "none")
 	Version    int    // v= (Portico VLESS version; 0 unless 1)
+
+	AlterID int    // aid (VMess; 0 = AEAD)
+	Cipher  string // scy (VMess security: auto, aes-128-gcm, chacha20-poly1305, none, zero)
 
 	// VLESS v1 (docs/protocols/vless-v1.md), Portico's own parameters.
 	KeepAlive      bool // ka=1: reuse connections without a multiplexer
@@ -57,8 +62,10 @@ func Parse(s string) (Link, error) {
 		return parseVLESS(s)
 	case "anytls":
 		return parseAnyTLS(s)
+	case "vmess":
+		return parseVMess(s)
 	}
-	return Link{}, fmt.Errorf("%w: unknown scheme %q (want vless:// or anytls://)", ErrBadLink, scheme)
+	return Link{}, fmt.Errorf("%w: unknown scheme %q (want vless://, vmess:// or anytls://)", ErrBadLink, scheme)
 }
 
 func abbreviate(s string) string {
@@ -184,6 +191,8 @@ func (l Link) String() string {
 	switch l.Protocol {
 	case "vless":
 		return l.vlessString()
+	case "vmess":
+		return l.vmessString()
 	case "anytls":
 		q := url.Values{}
 		l.writeCommon(q)
@@ -252,4 +261,118 @@ func or(s, def string) string {
 		return def
 	}
 	return s
+}
+
+// vmessJSON is the body of a v2rayN "v": "2" vmess:// link. Numbers may be
+// written as strings or numbers, so those fields are decoded loosely.
+type vmessJSON struct {
+	V             flexString `json:"v"`
+	PS            string     `json:"ps"`
+	Add           string     `json:"add"`
+	Port          flexString `json:"port"`
+	ID            string     `json:"id"`
+	Aid           flexString `json:"aid"`
+	Scy           string     `json:"scy,omitempty"`
+	Net           string     `json:"net"`
+	Type          string     `json:"type"`
+	Host          string     `json:"host"`
+	Path          string     `json:"path"`
+	TLS           string     `json:"tls"`
+	SNI           string     `json:"sni,omitempty"`
+	ALPN          string     `json:"alpn,omitempty"`
+	Pin           string     `json:"pin,omitempty"`           // Portico
+	AllowInsecure flexString `json:"allowInsecure,omitempty"` // some clients
+}
+
+// flexString accepts a JSON string or number.
+type flexString string
+
+func (f *flexString) UnmarshalJSON(b []byte) error {
+	if len(b) > 0 && b[0] == '"' {
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		*f = flexString(s)
+		return nil
+	}
+	var n json.Number
+	if err := json.Unmarshal(b, &n); err != nil {
+		return fmt.Errorf("want a string or a number")
+	}
+	*f = flexString(n.String())
+	return nil
+}
+
+// parseVMess reads vmess://BASE64(JSON), the v2rayN form ("v": "2").
+func parseVMess(s string) (Link, error) {
+	body := strings.TrimSpace(s[len("vmess://"):])
+	if i := strings.IndexByte(body, '#'); i >= 0 {
+		body = body[:i]
+	}
+	var raw []byte
+	var err error
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if raw, err = enc.DecodeString(body); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		return Link{}, fmt.Errorf("%w: vmess link is not base64 JSON (the v2rayN form)", ErrBadLink)
+	}
+	var j vmessJSON
+	if err := json.Unmarshal(raw, &j); err != nil {
+		return Link{}, fmt.Errorf("%w: vmess link JSON: %v", ErrBadLink, err)
+	}
+	if j.V != "" && j.V != "2" {
+		return Link{}, fmt.Errorf("%w: vmess link version %q; only v2rayN's \"2\" is supported", ErrBadLink, j.V)
+	}
+	if j.ID == "" || j.Add == "" {
+		return Link{}, fmt.Errorf("%w: vmess link needs \"id\" and \"add\"", ErrBadLink)
+	}
+	port, err := strconv.ParseUint(string(j.Port), 10, 16)
+	if err != nil || port == 0 {
+		return Link{}, fmt.Errorf("%w: vmess link port %q is not 1-65535", ErrBadLink, j.Port)
+	}
+	aid := 0
+	if j.Aid != "" {
+		if aid, err = strconv.Atoi(string(j.Aid)); err != nil || aid < 0 || aid > 65535 {
+			return Link{}, fmt.Errorf("%w: vmess link aid %q is not 0-65535", ErrBadLink, j.Aid)
+		}
+	}
+	l := Link{Protocol: "vmess", ID: j.ID, Host: strings.Trim(j.Add, "[]"), Port: uint16(port), Name: j.PS,
+		AlterID: aid, Cipher: or(j.Scy, "auto"), Transport: or(j.Net, "tcp"), HostHeader: j.Host, SNI: j.SNI,
+		Pin: j.Pin, Insecure: truthy(string(j.AllowInsecure)), Security: "none"}
+	if strings.ContainsAny(l.Host, "/?#@ ") {
+		return Link{}, fmt.Errorf("%w: vmess link host %q", ErrBadLink, j.Add)
+	}
+	if l.Transport == "grpc" {
+		l.ServiceName = j.Path
+	} else {
+		l.Path = j.Path
+	}
+	if j.TLS == "tls" {
+		l.Security = "tls"
+	}
+	if j.ALPN != "" {
+		l.ALPN = strings.Split(j.ALPN, ",")
+	}
+	return l, nil
+}
+
+func (l Link) vmessString() string {
+	j := vmessJSON{V: "2", PS: l.Name, Add: l.Host, Port: flexString(strconv.Itoa(int(l.Port))), ID: l.ID,
+		Aid: flexString(strconv.Itoa(l.AlterID)), Scy: or(l.Cipher, "auto"), Net: or(l.Transport, "tcp"), Type: "none",
+		Host: l.HostHeader, Path: l.Path, SNI: l.SNI, ALPN: strings.Join(l.ALPN, ","), Pin: l.Pin}
+	if l.Transport == "grpc" {
+		j.Path = l.ServiceName
+	}
+	if l.Security == "tls" {
+		j.TLS = "tls"
+	}
+	if l.Insecure {
+		j.AllowInsecure = "1"
+	}
+	b, _ := json.Marshal(j)
+	return "vmess://" + base64.StdEncoding.EncodeToString(b)
 }

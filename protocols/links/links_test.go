@@ -1,6 +1,7 @@
 package links
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"reflect"
@@ -67,6 +68,34 @@ func TestParseAnyTLS(t *testing.T) {
 		t.Fatalf("round trip via %q: %+v, %v", got.String(), again, err)
 	}
 	for _, bad := range []string{"anytls://example.com:1", "anytls://pw@example.com"} {
+		if _, err := Parse(bad); !errors.Is(err, ErrBadLink) {
+			t.Errorf("Parse(%q) = %v", bad, err)
+		}
+	}
+}
+
+func TestParseVMess(t *testing.T) {
+	// A v2rayN export (port and aid as strings), and one with numbers.
+	js := `{"v":"2","ps":"hk 01","add":"example.com","port":"443","id":"b831381d-6324-4d53-ad4f-8cda48b30811","aid":"0","scy":"chacha20-poly1305","net":"ws","type":"none","host":"cdn.example.com","path":"/ray","tls":"tls","sni":"example.com","alpn":"h2,http/1.1"}`
+	want := Link{Protocol: "vmess", ID: "b831381d-6324-4d53-ad4f-8cda48b30811", Host: "example.com", Port: 443, Name: "hk 01",
+		Cipher: "chacha20-poly1305", Transport: "ws", HostHeader: "cdn.example.com", Path: "/ray", Security: "tls",
+		SNI: "example.com", ALPN: []string{"h2", "http/1.1"}}
+	got, err := Parse("vmess://" + base64.StdEncoding.EncodeToString([]byte(js)))
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("Parse = %+v, %v\nwant %+v", got, err, want)
+	}
+	again, err := Parse(got.String())
+	if err != nil || !reflect.DeepEqual(again, got) {
+		t.Fatalf("round trip via %q: %+v, %v", got.String(), again, err)
+	}
+	js = `{"v":2,"ps":"","add":"1.2.3.4","port":8443,"id":"b831381d-6324-4d53-ad4f-8cda48b30811","aid":4,"net":"tcp","tls":""}`
+	got, err = Parse("vmess://" + base64.RawURLEncoding.EncodeToString([]byte(js)))
+	if err != nil || got.Port != 8443 || got.AlterID != 4 || got.Cipher != "auto" || got.Security != "none" {
+		t.Fatalf("numbers form: %+v, %v", got, err)
+	}
+	for _, bad := range []string{"vmess://!!!", "vmess://" + base64.StdEncoding.EncodeToString([]byte(`{"v":"3","add":"a","port":"1","id":"x"}`)),
+		"vmess://" + base64.StdEncoding.EncodeToString([]byte(`{"add":"a","port":"0","id":"x"}`)),
+		"vmess://" + base64.StdEncoding.EncodeToString([]byte(`{"add":"a","port":"1"}`))} {
 		if _, err := Parse(bad); !errors.Is(err, ErrBadLink) {
 			t.Errorf("Parse(%q) = %v", bad, err)
 		}

@@ -1,0 +1,5 @@
+//go:build !race
+
+package vmessconn
+
+const raceEnabled = false

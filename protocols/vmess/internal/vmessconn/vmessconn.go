@@ -1,0 +1,253 @@
+// Package vmessconn is the body plumbing the VMess server and client share:
+// a Reader that decodes chunks read from a carrier and a Writer that encodes
+// chunks onto it, with the buffers they reuse so that a chunk costs no
+// allocation.
+package vmessconn
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+
+	"github.com/portico-gw/portico/protocols"
+	"github.com/portico-gw/portico/protocols/vmess"
+)
+
+// ReadBufSize is the Reader's initial buffer: room for two of V2Ray's
+// chunks; it grows when a peer sends bigger ones.
+const ReadBufSize = 16 << 10
+
+// Reader decodes one body direction from Src. Read is safe for concurrent
+// use (calls are serialised).
+type Reader struct {
+	mu         sync.Mutex
+	src        io.Reader
+	what       string // "request body", "response body"
+	opener     *vmess.Opener
+	buf        []byte
+	start, end int    // buf[start:end] is read, not consumed
+	pending    []byte // decoded payload not yet returned
+	err        error  // sticky
+}
+
+// NewReader returns a Reader of src whose buffer already holds
+// buf[start:end] (bytes read with the header). what names the direction in
+// errors. The opener may be set later with SetOpener (the client reads the
+// response header through the Reader first).
+func NewReader(src io.Reader, what string, buf []byte, start, end int, o *vmess.Opener) *Reader {
+	if len(buf) < ReadBufSize {
+		nb := make([]byte, ReadBufSize)
+		end = copy(nb, buf[start:end])
+		buf, start = nb, 0
+	}
+	return &Reader{src: src, what: what, buf: buf, start: start, end: end, opener: o}
+}
+
+// SetOpener sets the body decoder; mu must be held by the caller (see Lock).
+func (r *Reader) SetOpener(o *vmess.Opener) { r.opener = o }
+
+// Lock and Unlock let a caller read a header through Buffered, Consume and
+// Fill before the body starts.
+func (r *Reader) Lock()   { r.mu.Lock() }
+func (r *Reader) Unlock() { r.mu.Unlock() }
+
+// Buffered is what has been read and not consumed. mu is held.
+func (r *Reader) Buffered() []byte { return r.buf[r.start:r.end] }
+
+// Consume drops the first n buffered bytes. mu is held.
+func (r *Reader) Consume(n int) { r.start += n }
+
+// Fill reads once more from the source, making room for need buffered
+// bytes first. mu is held. It returns the read's error, with the bytes of
+// that read already buffered.
+func (r *Reader) Fill(need int) error {
+	if r.start == r.end {
+		r.start, r.end = 0, 0
+	}
+	if len(r.buf)-r.start < need || r.end == len(r.buf) {
+		if need > len(r.buf) {
+			nb := make([]byte, need+ReadBufSize)
+			r.end = copy(nb, r.buf[r.start:r.end])
+			r.buf = nb
+		} else {
+			r.end = copy(r.buf, r.buf[r.start:r.end])
+		}
+		r.start = 0
+	}
+	if r.end == len(r.buf) { // cannot happen: Fill is called with less than need buffered
+		return fmt.Errorf("vmess: %s: buffer of %d bytes is full", r.what, len(r.buf))
+	}
+	n, err := r.src.Read(r.buf[r.end:])
+	r.end += n
+	if n > 0 {
+		return nil // use the bytes first; a conn reports its error again
+	}
+	return err
+}
+
+// Read returns decoded payload. The end-of-stream chunk gives io.EOF, and
+// so does the carrier ending between two chunks (as in V2Ray; the carrier,
+// TLS, tells a clean close from a cut one) or ending an unframed stream; a
+// carrier that ends inside a chunk gives an error wrapping
+// io.ErrUnexpectedEOF; a chunk that fails authentication gives an error
+// wrapping vmess.ErrChunk. Those are sticky; a timeout is not.
+func (r *Reader) Read(p []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for {
+		if len(r.pending) > 0 {
+			n := copy(p, r.pending)
+			r.pending = r.pending[n:]
+			return n, nil
+		}
+		if r.err != nil {
+			return 0, r.err
+		}
+		if len(p) == 0 {
+			return 0, nil
+		}
+		payload, n, err := r.opener.Open(r.buf[r.start:r.end])
+		switch {
+		case err == nil:
+			r.start += n
+			r.pending = payload
+			continue
+		case err == io.EOF:
+			r.start += n
+			r.err = io.EOF
+			continue
+		case err != protocols.ErrNeedMore:
+			r.err = fmt.Errorf("vmess: %s: %w", r.what, err)
+			continue
+		}
+		rerr := r.Fill(r.opener.Need())
+		if rerr == nil {
+			continue
+		}
+		var ne net.Error
+		switch {
+		case errors.As(rerr, &ne) && ne.Timeout():
+			return 0, rerr // not sticky: a later Read, with a new deadline, goes on
+		case rerr == io.EOF && (!r.opener.Framed() || r.start == r.end):
+			// The end of an unframed stream; or a framed one cut between
+			// chunks, which V2Ray also reads as the end (its server sends
+			// no end chunk when the target closes without a byte).
+			r.err = io.EOF
+		case rerr == io.EOF:
+			r.err = fmt.Errorf("vmess: %s: the peer closed the connection in the middle of a chunk (%d bytes of it): %w", r.what, r.end-r.start, io.ErrUnexpectedEOF)
+		default:
+			r.err = rerr
+		}
+	}
+}
+
+// Writer encodes one body direction onto Dst. Write and CloseWrite are
+// safe for concurrent use (calls are serialised).
+type Writer struct {
+	mu     sync.Mutex
+	dst    io.Writer
+	what   string
+	sealer *vmess.Sealer
+	prefix []byte // sent before the first chunk, in the same carrier write: the header
+	buf    []byte
+	ended  bool
+	err    error // sticky: the stream is broken after a failed write
+}
+
+// NewWriter returns a Writer onto dst that sends prefix (a header, or
+// nil) with its first write.
+func NewWriter(dst io.Writer, what string, s *vmess.Sealer, prefix []byte) *Writer {
+	return &Writer{dst: dst, what: what, sealer: s, prefix: prefix}
+}
+
+// maxWrite bounds the payload sealed per carrier write, and so the buffer.
+const maxWrite = 64 << 10
+
+// Write seals p and writes it, prefixed on the first call by the header,
+// in as few carrier writes as fit in 64 KiB of payload each. An empty p
+// sends the header alone if it has not gone yet.
+func (w *Writer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err != nil {
+		return 0, w.err
+	}
+	if w.ended {
+		return 0, fmt.Errorf("vmess: %s: write after CloseWrite: %w", w.what, net.ErrClosed)
+	}
+	done := 0
+	for {
+		n := min(len(p)-done, maxWrite)
+		if n == 0 && w.prefix == nil {
+			return done, nil
+		}
+		b := append(w.buf[:0], w.prefix...)
+		b = w.sealer.Seal(b, p[done:done+n])
+		w.buf, w.prefix = b, nil
+		if _, err := w.dst.Write(b); err != nil {
+			w.err = fmt.Errorf("vmess: %s: %w", w.what, err)
+			return done, w.err
+		}
+		done += n
+		if done == len(p) {
+			return done, nil
+		}
+	}
+}
+
+// SendPrefix writes the header alone if no Write has.
+func (w *Writer) SendPrefix() error {
+	_, err := w.Write(nil)
+	return err
+}
+
+// PrefixSent reports whether the header has gone.
+func (w *Writer) PrefixSent() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.prefix == nil
+}
+
+// End writes the end of the stream: the header if it has not gone, and
+// the end-of-stream chunk (nothing for an unframed stream, whose end is the
+// carrier's). It reports whether the stream is framed. Later calls do
+// nothing.
+func (w *Writer) End() (framed bool, err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	framed = w.sealer.Framed()
+	if w.ended || w.err != nil {
+		return framed, w.err
+	}
+	w.ended = true
+	b := append(w.buf[:0], w.prefix...)
+	b = w.sealer.SealEnd(b)
+	w.prefix = nil
+	if len(b) == 0 {
+		return framed, nil
+	}
+	if _, err := w.dst.Write(b); err != nil {
+		w.err = fmt.Errorf("vmess: %s: end of stream: %w", w.what, err)
+		return framed, w.err
+	}
+	return framed, nil
+}
+
+// CloseWriter is a carrier that can half-close.
+type CloseWriter interface{ CloseWrite() error }
+
+// CloseWrite ends w's stream and, when it is unframed (zero: the carrier's
+// end is the stream's end), half-closes carrier, or reports
+// errors.ErrUnsupported when the carrier cannot.
+func CloseWrite(w *Writer, carrier net.Conn) error {
+	framed, err := w.End()
+	if err != nil || framed {
+		return err
+	}
+	if cw, ok := carrier.(CloseWriter); ok {
+		return cw.CloseWrite()
+	}
+	return fmt.Errorf("vmess: security zero ends its stream only by half-closing the carrier, which this one cannot: %w", errors.ErrUnsupported)
+}

@@ -1,0 +1,126 @@
+package vmessconn
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	mathrand "math/rand/v2"
+	"net"
+	"testing"
+
+	"github.com/portico-gw/portico/protocols/vmess"
+)
+
+// pipe is an in-memory carrier: writes append to buf, reads drain it.
+type pipe struct {
+	buf []byte
+	off int
+}
+
+func (p *pipe) Write(b []byte) (int, error) {
+	if p.off == len(p.buf) {
+		p.buf, p.off = p.buf[:0], 0
+	}
+	p.buf = append(p.buf, b...)
+	return len(b), nil
+}
+
+func (p *pipe) Read(b []byte) (int, error) {
+	if p.off == len(p.buf) {
+		return 0, io.EOF
+	}
+	n := copy(b, p.buf[p.off:])
+	p.off += n
+	return n, nil
+}
+
+func endpoints(t testing.TB, sec vmess.Security, opts vmess.Option) (*Writer, *Reader, *pipe) {
+	t.Helper()
+	r := vmess.Request{Security: sec, Options: opts, Command: vmess.CommandTCP}
+	r.Key[0], r.IV[0] = 1, 2
+	s := r.Session(false)
+	sealer, err := s.RequestSealer(mathrand.NewChaCha8([32]byte{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opener, _ := s.RequestOpener()
+	p := &pipe{}
+	return NewWriter(p, "test", sealer, []byte("HDR")), NewReader(p, "test", nil, 0, 0, opener), p
+}
+
+// TestChunkZeroAllocsConn: a Write of 32 KiB and the Reads that take it
+// back allocate nothing once the buffers have grown.
+func TestChunkZeroAllocsConn(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are meaningless under -race; run without it")
+	}
+	for _, c := range []struct {
+		sec  vmess.Security
+		opts vmess.Option
+	}{{vmess.SecurityAES128GCM, 0x0d}, {vmess.SecurityChaCha20Poly1305, 0x0d}, {vmess.SecurityNone, 0x05}, {vmess.SecurityNone, 0}} {
+		w, r, p := endpoints(t, c.sec, c.opts)
+		payload := make([]byte, 32<<10)
+		got := make([]byte, 32<<10)
+		w.Write(nil)
+		p.off = len(p.buf) // drop the header
+		round := func() {
+			if _, err := w.Write(payload); err != nil {
+				panic(err)
+			}
+			if _, err := io.ReadFull(r, got); err != nil {
+				panic(err)
+			}
+		}
+		round()
+		if allocs := testing.AllocsPerRun(100, round); allocs != 0 {
+			t.Errorf("%v/%#02x: %.1f allocations per 32 KiB round", c.sec, byte(c.opts), allocs)
+		}
+	}
+}
+
+func TestWriterReader(t *testing.T) {
+	w, r, p := endpoints(t, vmess.SecurityAES128GCM, 0x0d)
+	if w.PrefixSent() {
+		t.Error("prefix sent before any write")
+	}
+	big := bytes.Repeat([]byte("x"), 200<<10) // several carrier writes
+	if n, err := w.Write(big); n != len(big) || err != nil {
+		t.Fatalf("Write = %d, %v", n, err)
+	}
+	if !bytes.HasPrefix(p.buf, []byte("HDR")) {
+		t.Fatal("the first write does not start with the prefix")
+	}
+	p.off = 3
+	if framed, err := w.End(); !framed || err != nil {
+		t.Fatal(framed, err)
+	}
+	if _, err := w.Write([]byte("late")); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Write after End: %v", err)
+	}
+	got, err := io.ReadAll(r)
+	if err != nil || !bytes.Equal(got, big) {
+		t.Fatalf("ReadAll: %d bytes, %v", len(got), err)
+	}
+	// Zero: CloseWrite half-closes the carrier, or says it cannot.
+	w, _, _ = endpoints(t, vmess.SecurityNone, 0)
+	if err := CloseWrite(w, nil); !errors.Is(err, errors.ErrUnsupported) {
+		t.Errorf("zero without a half-closing carrier: %v", err)
+	}
+}
+
+type failWriter struct{}
+
+func (failWriter) Write([]byte) (int, error) { return 0, errors.New("broken pipe") }
+
+func TestWriterStickyError(t *testing.T) {
+	r := vmess.Request{Security: vmess.SecurityAES128GCM, Options: 0x0d, Command: vmess.CommandTCP}
+	s := r.Session(false)
+	sealer, _ := s.RequestSealer(nil)
+	w := NewWriter(failWriter{}, "test", sealer, nil)
+	if _, err := w.Write([]byte("a")); err == nil {
+		t.Fatal("no error")
+	}
+	if _, err := w.Write([]byte("b")); err == nil || !bytes.Contains([]byte(err.Error()), []byte("broken pipe")) {
+		t.Errorf("second write: %v", err)
+	}
+}

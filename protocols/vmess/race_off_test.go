@@ -1,0 +1,5 @@
+//go:build !race
+
+package vmess
+
+const raceEnabled = false
