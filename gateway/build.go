@@ -31,7 +31,11 @@ import (
 	"github.com/portico-gw/portico/protocols/vless/vlessserver"
 	"github.com/portico-gw/portico/protocols/vmess/vmessclient"
 	"github.com/portico-gw/portico/protocols/vmess/vmessserver"
+	"github.com/portico-gw/portico/transports/grpc"
+	"github.com/portico-gw/portico/transports/httpupgrade"
+	"github.com/portico-gw/portico/transports/quic"
 	"github.com/portico-gw/portico/transports/rawtls"
+	"github.com/portico-gw/portico/transports/ws"
 )
 
 // Options are what the command line adds to a config.
@@ -54,10 +58,14 @@ type Gateway struct {
 	acmeMgr   *acme.Manager
 	redirect  *http.Server
 	locals    []*localInbound
+	routes    []route // tunnel inbounds served on HTTP routes (ws, httpupgrade, grpc, quic)
+	h3        *quic.Server
+	udp       net.PacketConn
 	listeners []net.Listener
 	frontLn   net.Listener
 
 	wg     sync.WaitGroup
+	life   context.Context // cancelled by Shutdown: every tunnel's parent
 	cancel context.CancelFunc
 }
 
@@ -93,49 +101,13 @@ func New(cfg *Config, opts Options) (*Gateway, error) {
 	}
 
 	var raw []RawProtocol
+	secure := cfg.Server == nil || cfg.Server.TLS.Source != "none"
 	for i, in := range cfg.Inbounds {
 		tag := in.Tag
 		if tag == "" {
 			tag = fmt.Sprintf("%s-%d", in.Protocol, i)
 		}
-		switch s := in.settings.(type) {
-		case *VLESSInbound:
-			users := make([]vlessserver.User, 0, len(s.Clients))
-			for _, c := range s.Clients {
-				users = append(users, vlessserver.User{ID: uuid.MustParse(c.ID), Email: c.Email, Level: c.Level, Flow: c.Flow})
-			}
-			// The front door is TLS, so v1 is accepted beside v0 (the
-			// first byte decides per connection).
-			srv, err := vlessserver.New(vlessserver.Options{Users: users, Inbound: tag, Transport: "tls", Log: g.log,
-				V1: true, Secure: true})
-			if err != nil {
-				return nil, fmt.Errorf("inbounds[%d]: %w", i, err)
-			}
-			raw = append(raw, RawProtocol{Name: "vless", Inbound: tag, Match: srv.Match, Server: srv})
-		case *VMessInbound:
-			users := make([]vmessserver.User, 0, len(s.Clients))
-			for _, c := range s.Clients {
-				users = append(users, vmessserver.User{ID: uuid.MustParse(c.ID), AlterID: c.AlterID, Email: c.Email, Level: c.Level})
-			}
-			srv, err := vmessserver.New(vmessserver.Options{Users: users, Inbound: tag, Transport: "tls", Log: g.log,
-				AllowLegacy:               s.AllowLegacy || envFalse("V2RAY_VMESS_AEAD_FORCED") || envFalse("v2ray.vmess.aead.forced"),
-				DisableInsecureEncryption: s.DisableInsecureEncryption})
-			if err != nil {
-				return nil, fmt.Errorf("inbounds[%d]: %w", i, err)
-			}
-			raw = append(raw, RawProtocol{Name: "vmess", Inbound: tag, Match: srv.Match, Server: srv})
-		case *AnyTLSInbound:
-			users := make([]anytlsserver.User, 0, len(s.Users))
-			for _, u := range s.Users {
-				users = append(users, anytlsserver.User{Password: u.Password, Email: u.Email, Level: u.Level})
-			}
-			srv, err := anytlsserver.New(anytlsserver.Options{Users: users, PaddingScheme: s.PaddingScheme,
-				MaxStreams: s.MaxStreams, Inbound: tag, Transport: "tls", Log: g.log})
-			if err != nil {
-				return nil, fmt.Errorf("inbounds[%d]: %w", i, err)
-			}
-			raw = append(raw, RawProtocol{Name: "anytls", Inbound: tag, Match: srv.Match, Server: srv})
-		case *LocalProxyInbound:
+		if s, ok := in.settings.(*LocalProxyInbound); ok {
 			users := map[string]string{}
 			for _, a := range s.Accounts {
 				users[a.User] = a.Pass
@@ -148,6 +120,24 @@ func New(cfg *Config, opts Options) (*Gateway, error) {
 				li.http = &httpproxy.Server{Users: users, Inbound: tag, Log: g.log}
 			}
 			g.locals = append(g.locals, li)
+			continue
+		}
+		network := "tcp"
+		if in.StreamSettings != nil && in.StreamSettings.Network != "" && in.StreamSettings.Network != "raw" {
+			network = in.StreamSettings.Network
+		}
+		transport := network
+		if network == "tcp" {
+			transport = "tls"
+		}
+		p, err := g.protocolServer(in.settings, tag, transport, secure || network == "quic")
+		if err != nil {
+			return nil, fmt.Errorf("inbounds[%d]: %w", i, err)
+		}
+		if network == "tcp" {
+			raw = append(raw, p)
+		} else {
+			g.routes = append(g.routes, route{inbound: in, proto: p, network: network})
 		}
 	}
 
@@ -161,6 +151,50 @@ func New(cfg *Config, opts Options) (*Gateway, error) {
 		}
 	}
 	return g, nil
+}
+
+// protocolServer builds the server of one tunnel inbound. secure says the
+// carrier is TLS (VLESS v1 needs it).
+func (g *Gateway) protocolServer(settings any, tag, transport string, secure bool) (RawProtocol, error) {
+	switch s := settings.(type) {
+	case *VLESSInbound:
+		users := make([]vlessserver.User, 0, len(s.Clients))
+		for _, c := range s.Clients {
+			users = append(users, vlessserver.User{ID: uuid.MustParse(c.ID), Email: c.Email, Level: c.Level, Flow: c.Flow})
+		}
+		// Under TLS v1 is accepted beside v0 (the first byte decides per
+		// connection).
+		srv, err := vlessserver.New(vlessserver.Options{Users: users, Inbound: tag, Transport: transport, Log: g.log,
+			V1: secure, Secure: secure})
+		if err != nil {
+			return RawProtocol{}, err
+		}
+		return RawProtocol{Name: "vless", Inbound: tag, Match: srv.Match, Server: srv}, nil
+	case *VMessInbound:
+		users := make([]vmessserver.User, 0, len(s.Clients))
+		for _, c := range s.Clients {
+			users = append(users, vmessserver.User{ID: uuid.MustParse(c.ID), AlterID: c.AlterID, Email: c.Email, Level: c.Level})
+		}
+		srv, err := vmessserver.New(vmessserver.Options{Users: users, Inbound: tag, Transport: transport, Log: g.log,
+			AllowLegacy:               s.AllowLegacy || envFalse("V2RAY_VMESS_AEAD_FORCED") || envFalse("v2ray.vmess.aead.forced"),
+			DisableInsecureEncryption: s.DisableInsecureEncryption})
+		if err != nil {
+			return RawProtocol{}, err
+		}
+		return RawProtocol{Name: "vmess", Inbound: tag, Match: srv.Match, Server: srv}, nil
+	case *AnyTLSInbound:
+		users := make([]anytlsserver.User, 0, len(s.Users))
+		for _, u := range s.Users {
+			users = append(users, anytlsserver.User{Password: u.Password, Email: u.Email, Level: u.Level})
+		}
+		srv, err := anytlsserver.New(anytlsserver.Options{Users: users, PaddingScheme: s.PaddingScheme,
+			MaxStreams: s.MaxStreams, Inbound: tag, Transport: transport, Log: g.log})
+		if err != nil {
+			return RawProtocol{}, err
+		}
+		return RawProtocol{Name: "anytls", Inbound: tag, Match: srv.Match, Server: srv}, nil
+	}
+	return RawProtocol{}, fmt.Errorf("no server for %T", settings)
 }
 
 func buildOutbounds(list []OutboundConfig) (map[string]tunnel.Dialer, string, error) {
@@ -243,23 +277,38 @@ func vlessOutbound(s *VLESSOutbound, ss *StreamSettings) (*vlessclient.Client, e
 }
 
 // carrierDialer turns streamSettings into the transport a protocol client
-// dials. Only raw TLS and plain TCP exist yet.
+// dials: raw TLS (or plain TCP), WebSocket, HTTP upgrade, gRPC or QUIC.
 func carrierDialer(host string, port uint16, ss *StreamSettings) (tunnel.ConnDialer, error) {
 	addr := net.JoinHostPort(host, fmt.Sprint(port))
 	if ss == nil {
 		ss = &StreamSettings{}
 	}
-	if ss.Security == "none" {
-		return &rawtls.Dialer{Address: addr}, nil
+	var cfg *tls.Config
+	if ss.Security != "none" {
+		t := ss.TLSSettings
+		sni := t.ServerName
+		if sni == "" && net.ParseIP(host) == nil {
+			sni = host
+		}
+		var err error
+		if cfg, err = rawtls.ClientConfig(sni, t.Pin, t.AllowInsecure, t.ALPN); err != nil {
+			return nil, err
+		}
 	}
-	t := ss.TLSSettings
-	sni := t.ServerName
-	if sni == "" && net.ParseIP(host) == nil {
-		sni = host
+	scheme := "http"
+	if cfg != nil {
+		scheme = "https"
 	}
-	cfg, err := rawtls.ClientConfig(sni, t.Pin, t.AllowInsecure, t.ALPN)
-	if err != nil {
-		return nil, err
+	switch ss.Network {
+	case "ws":
+		return &ws.Dialer{URL: strings.Replace(scheme, "http", "ws", 1) + "://" + addr + ss.WSSettings.Path, Host: ss.WSSettings.Host, TLS: cfg,
+			EarlyDataHeader: ss.WSSettings.EarlyDataHeader}, nil
+	case "httpupgrade":
+		return &httpupgrade.Dialer{URL: scheme + "://" + addr + ss.HTTPUpgradeSettings.Path, Host: ss.HTTPUpgradeSettings.Host, TLS: cfg}, nil
+	case "grpc":
+		return &grpc.Dialer{Address: addr, ServiceName: ss.GRPCSettings.ServiceName, TLS: cfg}, nil
+	case "quic":
+		return &quic.Dialer{Address: addr, Path: ss.QUICSettings.Path, Host: ss.QUICSettings.Host, TLS: cfg}, nil
 	}
 	return &rawtls.Dialer{Address: addr, TLS: cfg}, nil
 }
@@ -359,16 +408,51 @@ func (g *Gateway) buildFront(sc *ServerConfig, raw []RawProtocol, opts Options) 
 	default:
 		site = SiteHandler(BuiltinSite())
 	}
+	var trusted []netip.Prefix
+	for _, t := range sc.TrustedProxies {
+		trusted = append(trusted, parsePrefix(t))
+	}
+	handler := g.routeTable(site, trusted)
+	var tlsCfg *tls.Config
+	if g.certs != nil {
+		tlsCfg = &tls.Config{GetCertificate: g.certs.GetCertificate, NextProtos: alpn, MinVersion: tls.VersionTLS12}
+	}
 	g.front = &FrontDoor{
-		TLS: &tls.Config{GetCertificate: g.certs.GetCertificate, NextProtos: alpn,
-			MinVersion: tls.VersionTLS12},
-		HTTP:             site,
+		TLS:              tlsCfg,
+		HTTP:             handler,
 		Protocols:        raw,
 		Handler:          g.router,
 		Log:              g.log,
-		HandshakeTimeout: g.cfg.Timeouts.Handshake.Or(10 * time.Second),
+		HandshakeTimeout: g.handshakeTimeout(),
+	}
+	if g.wantsHTTP3() {
+		g.h3 = &quic.Server{TLS: &tls.Config{GetCertificate: g.certs.GetCertificate, MinVersion: tls.VersionTLS13},
+			Handler: handler, Log: g.log}
 	}
 	return nil
+}
+
+// wantsHTTP3 says whether the front door also serves HTTP/3 (QUIC) on its
+// port number: when a tunnel inbound uses it, or the config asks for it.
+func (g *Gateway) wantsHTTP3() bool {
+	if g.cfg.Server.HTTP3 {
+		return true
+	}
+	for _, rt := range g.routes {
+		if rt.network == "quic" {
+			return true
+		}
+	}
+	return false
+}
+
+// parsePrefix reads a checked CIDR or single IP.
+func parsePrefix(s string) netip.Prefix {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked()
+	}
+	ip := netip.MustParseAddr(s)
+	return netip.PrefixFrom(ip, ip.BitLen())
 }
 
 // envTrue and envFalse read V2Ray's boolean environment switches, so that a
@@ -413,11 +497,15 @@ func (g *Gateway) Router() *Router { return g.router }
 // (obtaining an ACME certificate can take a while); the gateway then runs
 // until Shutdown. On error nothing is left listening.
 func (g *Gateway) Start(ctx context.Context) error {
-	var life context.Context
-	life, g.cancel = context.WithCancel(context.Background())
+	g.life, g.cancel = context.WithCancel(context.Background())
+	life := g.life
 	fail := func(err error) error {
 		for _, ln := range g.listeners {
 			ln.Close()
+		}
+		if g.h3 != nil && g.udp != nil {
+			g.h3.Close()
+			g.udp.Close()
 		}
 		g.listeners = nil
 		g.cancel()
@@ -431,6 +519,18 @@ func (g *Gateway) Start(ctx context.Context) error {
 		}
 		g.frontLn = ln
 		g.listeners = append(g.listeners, ln)
+		if g.h3 != nil {
+			// HTTP/3 on the same port number over UDP, advertised by Alt-Svc
+			// on every TCP answer as modern sites do.
+			pc, err := net.ListenPacket("udp", ln.Addr().String())
+			if err != nil {
+				return fail(fmt.Errorf("server.listen (UDP, for HTTP/3): %w", err))
+			}
+			g.udp = pc
+			port := ln.Addr().(*net.TCPAddr).Port
+			g.front.HTTP = quic.AltSvc(g.front.HTTP, port)
+			g.goServe(func() { g.h3.Serve(pc) })
+		}
 		if hl := g.httpListen(); hl != "" {
 			hln, err := listen(hl, "server.httpListen")
 			if err != nil {
@@ -534,22 +634,40 @@ func (g *Gateway) LocalAddrs() []net.Addr {
 // Shutdown stops accepting, lets tunnels finish until ctx is done, then
 // closes what is left.
 func (g *Gateway) Shutdown(ctx context.Context) error {
+	// Stop accepting everywhere first; then tunnels and in-flight requests
+	// finish side by side until ctx is done.
 	for _, ln := range g.listeners {
 		ln.Close()
 	}
-	var err error
+	var (
+		wg      sync.WaitGroup
+		httpErr error
+	)
 	if g.front != nil {
-		err = g.front.Shutdown(ctx)
+		wg.Add(1)
+		go func() { defer wg.Done(); httpErr = g.front.Shutdown(ctx) }()
 	}
 	if g.redirect != nil {
-		g.redirect.Shutdown(ctx)
+		wg.Add(1)
+		go func() { defer wg.Done(); g.redirect.Shutdown(ctx) }()
 	}
-	if werr := g.router.Wait(ctx); werr != nil {
+	err := g.router.Wait(ctx)
+	if err != nil {
 		g.log.Warn("shutdown: tunnels still open at the deadline are cut", "open", g.router.Active())
-		err = werr
 	}
 	if g.cancel != nil {
 		g.cancel() // ends every tunnel still relaying
+	}
+	if g.h3 != nil && g.udp != nil {
+		// Its tunnels are over (the router waited for them); QUIC
+		// connections of clients that vanished would otherwise hold a
+		// graceful shutdown until their idle timeout.
+		g.h3.Close()
+		g.udp.Close()
+	}
+	wg.Wait()
+	if err == nil {
+		err = httpErr
 	}
 	if g.front != nil {
 		g.front.Close()

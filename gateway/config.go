@@ -35,11 +35,18 @@ type ServerConfig struct {
 	TLS        TLSConfig   `json:"tls"`        //
 	HTTPListen string      `json:"httpListen"` // plain HTTP: redirect to https and ACME HTTP-01; default ":80" with ACME, else off; "off" turns it off
 	Decoy      DecoyConfig `json:"decoy"`
+	// HTTP3 serves the site over HTTP/3 (QUIC) on the listen port number
+	// too; it is on by itself when an inbound uses the quic transport.
+	HTTP3 bool `json:"http3"`
+	// TrustedProxies are CIDRs (or IPs) of reverse proxies whose
+	// X-Forwarded-For / X-Real-IP are believed for the client's address on
+	// HTTP routes (Caddy on loopback, a CDN's ranges).
+	TrustedProxies []string `json:"trustedProxies"`
 }
 
 // TLSConfig says where the front door's certificate comes from.
 type TLSConfig struct {
-	Source   string     `json:"source"`   // "self-signed" (default), "files", "acme"
+	Source   string     `json:"source"`   // "self-signed" (default), "files", "acme", or "none" behind a TLS-terminating reverse proxy
 	Hosts    []string   `json:"hosts"`    // self-signed: names and IPs in the certificate
 	StateDir string     `json:"stateDir"` // self-signed: where the certificate is kept; default the state dir
 	CertFile string     `json:"certFile"` // files
@@ -114,9 +121,13 @@ type OutboundConfig struct {
 // StreamSettings is how a protocol client reaches its server, in V2Ray's
 // shape so that existing configs read naturally.
 type StreamSettings struct {
-	Network     string            `json:"network"`  // "tcp" (default)
-	Security    string            `json:"security"` // "tls" (default) or "none"
-	TLSSettings ClientTLSSettings `json:"tlsSettings"`
+	Network             string            `json:"network"`  // tcp (default), ws, httpupgrade, grpc, quic
+	Security            string            `json:"security"` // "tls" (default) or "none"
+	TLSSettings         ClientTLSSettings `json:"tlsSettings"`
+	WSSettings          *PathSettings     `json:"wsSettings"`          // path may carry ?ed=N (early data)
+	HTTPUpgradeSettings *PathSettings     `json:"httpupgradeSettings"` //
+	GRPCSettings        *GRPCSettings     `json:"grpcSettings"`        //
+	QUICSettings        *PathSettings     `json:"quicSettings"`        //
 }
 
 // ClientTLSSettings verifies the server. With Pin set, exactly that
@@ -242,6 +253,9 @@ func (c *Config) check() error {
 			if err != nil {
 				return err
 			}
+			if c.Server != nil && c.Server.TLS.Source == "none" && (key == "tcp" || strings.HasPrefix(key, "h3 ")) {
+				return fmt.Errorf("%s.streamSettings.network: with server.tls.source \"none\" (behind a reverse proxy) only ws, httpupgrade and grpc can be served", p)
+			}
 			if prev, dup := routes[key]; dup && key != "tcp" {
 				return fmt.Errorf("%s.streamSettings: the same route as %s (%s)", p, prev, key)
 			}
@@ -365,8 +379,19 @@ func (s *ServerConfig) check() error {
 				return fmt.Errorf("server.tls.acme.challenges[%d]: %q is not http-01 or tls-alpn-01", i, ch)
 			}
 		}
+	case "none":
+		if s.HTTP3 {
+			return fmt.Errorf("server.http3: HTTP/3 needs TLS; it cannot run with tls.source \"none\"")
+		}
 	default:
-		return fmt.Errorf("server.tls.source: %q is not one of self-signed, files, acme", t.Source)
+		return fmt.Errorf("server.tls.source: %q is not one of self-signed, files, acme, none", t.Source)
+	}
+	for i, p := range s.TrustedProxies {
+		if _, err := netip.ParsePrefix(p); err != nil {
+			if _, err := netip.ParseAddr(p); err != nil {
+				return fmt.Errorf("server.trustedProxies[%d]: %q is not a CIDR or IP", i, p)
+			}
+		}
 	}
 	if s.Decoy.Dir != "" && s.Decoy.Upstream != "" {
 		return fmt.Errorf("server.decoy: set dir or upstream, not both")

@@ -424,8 +424,20 @@ func (s *StreamSettings) check(path string) error {
 	}
 	switch s.Network {
 	case "", "tcp", "raw":
+	case "ws", "httpupgrade", "quic":
+		ps := map[string]*PathSettings{"ws": s.WSSettings, "httpupgrade": s.HTTPUpgradeSettings, "quic": s.QUICSettings}[s.Network]
+		if ps == nil || !strings.HasPrefix(ps.Path, "/") {
+			return fmt.Errorf("%s.%sSettings.path: required, starting with /", path, s.Network)
+		}
+		if s.Network == "quic" && s.Security == "none" {
+			return fmt.Errorf("%s.security: QUIC always runs TLS; remove \"none\"", path)
+		}
+	case "grpc":
+		if s.GRPCSettings == nil || s.GRPCSettings.ServiceName == "" {
+			return fmt.Errorf("%s.grpcSettings.serviceName: required", path)
+		}
 	default:
-		return fmt.Errorf("%s.network: %q is not supported yet; use \"tcp\"", path, s.Network)
+		return fmt.Errorf("%s.network: %q is not one of %s", path, s.Network, strings.Join(transportNames, ", "))
 	}
 	switch s.Security {
 	case "", "tls", "none":

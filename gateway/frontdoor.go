@@ -29,7 +29,7 @@ type RawProtocol struct {
 // protocols. A connection no protocol accepts reaches the HTTP server with
 // every byte it sent, so a prober sees exactly what the site would answer.
 type FrontDoor struct {
-	TLS       *tls.Config
+	TLS       *tls.Config    // nil: plain TCP, behind a TLS-terminating reverse proxy
 	HTTP      http.Handler   // the site: decoy, later transports' routes
 	Protocols []RawProtocol  // asked in this order
 	Handler   tunnel.Handler // receives authenticated tunnels
@@ -96,6 +96,14 @@ func NewSiteServer(h http.Handler, log *slog.Logger, headerTimeout, idle time.Du
 		IdleTimeout:       idle,
 		ConnContext:       tlsStateContext,
 		ErrorLog:          slogErrorLog(log),
+		// gRPC tunnels share HTTP/2 connections: with net/http's 1 MiB
+		// connection window one tunnel whose target stops reading would
+		// stall every other tunnel on the connection.
+		HTTP2: &http.HTTP2Config{
+			MaxReceiveBufferPerConnection: 32 << 20,
+			MaxReceiveBufferPerStream:     1 << 20,
+			MaxConcurrentStreams:          1000,
+		},
 	}
 }
 
@@ -193,20 +201,27 @@ const peekLimit = 4096
 func (f *FrontDoor) handle(raw net.Conn) {
 	deadline := time.Now().Add(f.HandshakeTimeout)
 	raw.SetDeadline(deadline)
-	tc := tls.Server(raw, f.TLS)
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
-	err := tc.HandshakeContext(ctx)
-	cancel()
-	if err != nil {
-		f.Log.Debug("tls handshake failed", "source", raw.RemoteAddr().String(), "err", err)
-		raw.Close()
-		return
-	}
-	state := tc.ConnectionState()
-	if state.NegotiatedProtocol == "acme-tls/1" {
-		// A TLS-ALPN-01 validation: the handshake itself was the answer.
-		tc.Close()
-		return
+	var (
+		c     net.Conn = raw // what the protocols read: the TLS conn, or raw without TLS
+		state *tls.ConnectionState
+	)
+	if f.TLS != nil {
+		tc := tls.Server(raw, f.TLS)
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		err := tc.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			f.Log.Debug("tls handshake failed", "source", raw.RemoteAddr().String(), "err", err)
+			raw.Close()
+			return
+		}
+		st := tc.ConnectionState()
+		if st.NegotiatedProtocol == "acme-tls/1" {
+			// A TLS-ALPN-01 validation: the handshake itself was the answer.
+			tc.Close()
+			return
+		}
+		c, state = tc, &st
 	}
 
 	buf := make([]byte, 0, 512)
@@ -214,7 +229,7 @@ func (f *FrontDoor) handle(raw net.Conn) {
 		if len(buf) == cap(buf) {
 			buf = append(buf, 0)[:len(buf)]
 		}
-		n, err := tc.Read(buf[len(buf):cap(buf)])
+		n, err := c.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
 		v, i, why := classify(buf, f.matchers)
 		if v == verdictMore && len(buf) >= peekLimit {
@@ -230,7 +245,7 @@ func (f *FrontDoor) handle(raw net.Conn) {
 			continue
 		case verdictHTTP, verdictDecoy:
 			if len(buf) == 0 && err != nil {
-				tc.Close()
+				c.Close()
 				return
 			}
 			if v == verdictDecoy {
@@ -240,10 +255,10 @@ func (f *FrontDoor) handle(raw net.Conn) {
 				}
 				f.Log.Debug("fallback to decoy", "source", raw.RemoteAddr().String(), "read", len(buf), "reason", reason)
 			}
-			f.toHTTP(newPrefixConn(tc, &state, buf))
+			f.toHTTP(newPrefixConn(c, state, buf))
 			return
 		case verdictProto:
-			f.serveProtocol(tc, &state, buf, f.Protocols[i])
+			f.serveProtocol(c, state, buf, f.Protocols[i])
 			return
 		}
 	}
@@ -257,7 +272,7 @@ func (f *FrontDoor) toHTTP(c net.Conn) {
 	}
 }
 
-func (f *FrontDoor) serveProtocol(tc *tls.Conn, state *tls.ConnectionState, prefix []byte, p RawProtocol) {
+func (f *FrontDoor) serveProtocol(tc net.Conn, state *tls.ConnectionState, prefix []byte, p RawProtocol) {
 	rc := newRewindConn(tc, state, prefix)
 	h := &inboundHandler{next: f.Handler, carrier: tc, inbound: p.Inbound, transport: "tls", source: remoteAddrPort(tc)}
 	base := f.BaseContext

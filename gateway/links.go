@@ -37,6 +37,30 @@ func ServerLinks(cfg *Config, host, pin string) ([]links.Link, error) {
 	}
 	var out []links.Link
 	for _, in := range cfg.Inbounds {
+		withTransport := func(l links.Link) links.Link {
+			ss := in.StreamSettings
+			if ss == nil || ss.Network == "" || ss.Network == "tcp" {
+				return l
+			}
+			l.Transport = ss.Network
+			l.Name += "-" + ss.Network
+			switch ss.Network {
+			case "ws":
+				// Early data rides the upgrade, as Xray clients expect from ed=.
+				l.Path, l.HostHeader = ss.WSSettings.Path+"?ed=2048", ss.WSSettings.Host
+			case "httpupgrade":
+				l.Path, l.HostHeader = ss.HTTPUpgradeSettings.Path, ss.HTTPUpgradeSettings.Host
+			case "grpc":
+				l.ServiceName = ss.GRPCSettings.ServiceName
+			case "quic":
+				l.Path, l.HostHeader = ss.QUICSettings.Path, ss.QUICSettings.Host
+			}
+			if cfg.Server.TLS.Source == "none" {
+				l.Security, l.Pin = "none", ""
+			}
+			return l
+		}
+		n := len(out)
 		switch s := in.settings.(type) {
 		case *VLESSInbound:
 			for _, c := range s.Clients {
@@ -69,6 +93,14 @@ func ServerLinks(cfg *Config, host, pin string) ([]links.Link, error) {
 					Name: name, Transport: "tcp", Security: "tls", SNI: sni, Pin: pin})
 			}
 		}
+		kept := out[:n]
+		for _, l := range out[n:] {
+			if l = withTransport(l); l.Version == 1 && l.Security != "tls" {
+				continue // VLESS v1 is defined only under TLS
+			}
+			kept = append(kept, l)
+		}
+		out = kept
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("links: the config has no tunnel inbound with users")
@@ -105,6 +137,16 @@ func ClientConfigFromLink(l links.Link, listen string) (cfg *Config, warn string
 		out.Settings = mustJSON(AnyTLSOutbound{Address: l.Host, Port: l.Port, Password: l.ID})
 	default:
 		return nil, "", fmt.Errorf("links: protocol %q is not supported", l.Protocol)
+	}
+	switch l.Transport {
+	case "ws":
+		ss.WSSettings = &PathSettings{Path: orDefault(l.Path, "/"), Host: l.HostHeader}
+	case "httpupgrade":
+		ss.HTTPUpgradeSettings = &PathSettings{Path: orDefault(l.Path, "/"), Host: l.HostHeader}
+	case "grpc":
+		ss.GRPCSettings = &GRPCSettings{ServiceName: l.ServiceName}
+	case "quic":
+		ss.QUICSettings = &PathSettings{Path: orDefault(l.Path, "/"), Host: l.HostHeader}
 	}
 	out.StreamSettings = ss
 	cfg = &Config{

@@ -36,6 +36,9 @@ type RelayOptions struct {
 	Idle time.Duration
 	// Counter, when set, receives every chunk's size: up is client -> target.
 	Counter Counter
+	// HalfCloseGrace is how long the other direction may go on after one
+	// direction ended on a conn that cannot half-close. Zero means 2 s.
+	HalfCloseGrace time.Duration
 }
 
 // RelayResult is what a finished relay moved.
@@ -47,10 +50,16 @@ type RelayResult struct {
 
 // Relay copies client -> target and target -> client until both directions
 // end, carrying a half-close across (when one side stops sending, the other
-// side's write half is closed, if it can be) and closing both conns at the
-// end. It returns when both directions are done or ctx is cancelled.
+// side's write half is closed) and closing both conns at the end. A conn
+// that cannot half-close (a WebSocket before its peer's close, a gRPC
+// server stream) leaves the other direction HalfCloseGrace to finish, as
+// V2Ray's uplink-only and downlink-only timeouts do. It returns when both
+// directions are done or ctx is cancelled.
 func Relay(ctx context.Context, client, target net.Conn, opts RelayOptions) RelayResult {
-	r := relay{client: client, target: target, counter: opts.Counter}
+	r := relay{client: client, target: target, counter: opts.Counter, grace: opts.HalfCloseGrace}
+	if r.grace == 0 {
+		r.grace = 2 * time.Second
+	}
 	if opts.Idle > 0 {
 		r.idle = opts.Idle
 		r.touch()
@@ -69,6 +78,9 @@ func Relay(ctx context.Context, client, target net.Conn, opts RelayOptions) Rela
 	stop()
 	if r.timer != nil {
 		r.timer.Stop()
+	}
+	if t := r.graceTimer.Load(); t != nil {
+		t.Stop()
 	}
 	r.closeBoth()
 	res := RelayResult{Up: r.up.Load(), Down: r.down.Load(), IdledOut: r.idledOut.Load()}
@@ -91,6 +103,8 @@ type relay struct {
 	idledOut       atomic.Bool
 	firstErr       atomic.Pointer[error]
 	closeOnce      sync.Once
+	grace          time.Duration
+	graceTimer     atomic.Pointer[time.Timer]
 }
 
 func (r *relay) touch() { r.lastActive.Store(time.Now().UnixNano()) }
@@ -147,11 +161,10 @@ func (r *relay) copy(dst, src net.Conn, up bool) int64 {
 				r.fail(rerr)
 				return total
 			}
-			// Normal end of this direction: pass the half-close on. A
-			// conn that cannot half-close is closed whole once the other
-			// direction is done too.
+			// Normal end of this direction: pass the half-close on. Where
+			// that is impossible, the other direction gets a grace period.
 			if !closeWrite(dst) {
-				r.closeBoth()
+				r.graceTimer.Store(time.AfterFunc(r.grace, r.closeBoth))
 			}
 			return total
 		}

@@ -197,3 +197,34 @@ func BenchmarkRelayChunk(b *testing.B) {
 	b.SetBytes(relayBufSize * 2)
 	Relay(context.Background(), &chunkConn{n: b.N}, &chunkConn{n: b.N}, RelayOptions{Idle: time.Minute, Counter: &nopCounter{}})
 }
+
+// noHalfClose hides CloseWrite, as a WebSocket or gRPC server stream does.
+type noHalfClose struct{ net.Conn }
+
+// TestRelayGraceWithoutHalfClose: when the target side cannot be
+// half-closed, the answer still comes back after the client finished
+// sending, and the relay then ends within the grace period.
+func TestRelayGraceWithoutHalfClose(t *testing.T) {
+	client, gwClient := tcpPair(t)
+	gwTarget, target := tcpPair(t)
+	done := make(chan RelayResult, 1)
+	go func() {
+		done <- Relay(context.Background(), gwClient, noHalfClose{gwTarget}, RelayOptions{HalfCloseGrace: 300 * time.Millisecond})
+	}()
+	client.Write([]byte("question"))
+	client.(*net.TCPConn).CloseWrite()
+	buf := make([]byte, 8)
+	io.ReadFull(target, buf)
+	time.Sleep(100 * time.Millisecond) // the target answers after the client's EOF
+	target.Write([]byte("answer"))
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, _ := io.ReadAll(client)
+	if string(got) != "answer" {
+		t.Fatalf("client got %q after its half-close, want the answer", got)
+	}
+	select {
+	case <-done:
+	case <-time.After(3 * time.Second):
+		t.Fatal("relay did not end after the grace period")
+	}
+}

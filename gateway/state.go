@@ -3,11 +3,13 @@ package gateway
 import (
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/google/uuid"
 )
@@ -21,6 +23,10 @@ type State struct {
 	UUID     string `json:"uuid"`     // VLESS and VMess user
 	Password string `json:"password"` // AnyTLS user
 	Listen   string `json:"listen"`   // the front door's last address
+	// RouteKey makes the embedded default's WebSocket, HTTP-upgrade and
+	// HTTP/3 paths and gRPC service names unguessable: a prober who does
+	// not have a link cannot find the routes.
+	RouteKey string `json:"routeKey"`
 }
 
 const stateFile = "state.json"
@@ -80,7 +86,7 @@ func LoadState(dir string) (*State, error) {
 	if err := json.Unmarshal(data, s); err != nil {
 		return nil, fmt.Errorf("state: %s: corrupt (%v); delete it to start afresh", filepath.Join(dir, stateFile), err)
 	}
-	if _, err := uuid.Parse(s.UUID); err != nil || s.Password == "" {
+	if _, err := uuid.Parse(s.UUID); err != nil || s.Password == "" || strings.ContainsAny(s.RouteKey, "/ ?#.") {
 		return nil, fmt.Errorf("state: %s: missing keys; delete it to start afresh", filepath.Join(dir, stateFile))
 	}
 	return s, nil
@@ -93,6 +99,10 @@ func LoadOrCreateState(dir string) (*State, error) {
 	}
 	s, err := LoadState(dir)
 	if err == nil {
+		if s.RouteKey == "" { // a state from before transports existed
+			s.RouteKey = newRouteKey()
+			return s, s.Save()
+		}
 		return s, nil
 	}
 	if _, statErr := os.Stat(filepath.Join(dir, stateFile)); statErr == nil {
@@ -100,8 +110,14 @@ func LoadOrCreateState(dir string) (*State, error) {
 	}
 	pw := make([]byte, 18)
 	rand.Read(pw)
-	s = &State{Dir: dir, UUID: uuid.NewString(), Password: base64.RawURLEncoding.EncodeToString(pw)}
+	s = &State{Dir: dir, UUID: uuid.NewString(), Password: base64.RawURLEncoding.EncodeToString(pw), RouteKey: newRouteKey()}
 	return s, s.Save()
+}
+
+func newRouteKey() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 // Save writes the state atomically (temp file and rename), mode 0600.
@@ -143,14 +159,33 @@ func (s *State) DefaultConfig(listen string) *Config {
 	if listen == "" {
 		listen = DefaultListen
 	}
-	vless := mustJSON(VLESSInbound{Clients: []VLESSClient{{ID: s.UUID, Email: "default"}}, Decryption: "none"})
-	cfg := &Config{
-		Server: &ServerConfig{Listen: listen, TLS: TLSConfig{Source: "self-signed", StateDir: s.Dir}},
-		Inbounds: []InboundConfig{
-			{Tag: "vless", Protocol: "vless", Settings: vless},
-			{Tag: "vmess", Protocol: "vmess", Settings: mustJSON(VMessInbound{Clients: []VMessClient{{ID: s.UUID, Email: "default"}}})},
-			{Tag: "anytls", Protocol: "anytls", Settings: mustJSON(AnyTLSInbound{Users: []AnyTLSUser{{Password: s.Password, Email: "default"}}})},
-		},
+	settings := map[string]json.RawMessage{
+		"vless":  mustJSON(VLESSInbound{Clients: []VLESSClient{{ID: s.UUID, Email: "default"}}, Decryption: "none"}),
+		"vmess":  mustJSON(VMessInbound{Clients: []VMessClient{{ID: s.UUID, Email: "default"}}}),
+		"anytls": mustJSON(AnyTLSInbound{Users: []AnyTLSUser{{Password: s.Password, Email: "default"}}}),
+	}
+	cfg := &Config{Server: &ServerConfig{Listen: listen, TLS: TLSConfig{Source: "self-signed", StateDir: s.Dir}}}
+	for _, proto := range []string{"vless", "vmess", "anytls"} {
+		cfg.Inbounds = append(cfg.Inbounds, InboundConfig{Tag: proto, Protocol: proto, Settings: settings[proto]})
+	}
+	// Every protocol over every transport, on paths only links reveal.
+	for _, network := range []string{"ws", "httpupgrade", "grpc", "quic"} {
+		for _, proto := range []string{"vless", "vmess", "anytls"} {
+			name := proto + "-" + network
+			ss := &InboundStream{Network: network}
+			path := &PathSettings{Path: "/" + s.RouteKey + "/" + name}
+			switch network {
+			case "ws":
+				ss.WSSettings = path
+			case "httpupgrade":
+				ss.HTTPUpgradeSettings = path
+			case "grpc":
+				ss.GRPCSettings = &GRPCSettings{ServiceName: s.RouteKey + "." + proto}
+			case "quic":
+				ss.QUICSettings = path
+			}
+			cfg.Inbounds = append(cfg.Inbounds, InboundConfig{Tag: name, Protocol: proto, Settings: settings[proto], StreamSettings: ss})
+		}
 	}
 	if err := cfg.check(); err != nil {
 		panic("gateway: embedded default config does not check: " + err.Error()) // a bug here, not user input

@@ -168,13 +168,23 @@ func printDefaultLinks(w io.Writer, cfg *gateway.Config, g *gateway.Gateway) {
 		return
 	}
 	fmt.Fprintf(w, "Portico is serving https://%s/ (a decoy site for everyone without a key).\n", g.Addr())
-	fmt.Fprintf(w, "Share links:\n")
+	fmt.Fprintf(w, "Share links (raw TLS):\n")
+	others := 0
 	for _, l := range ls {
+		if l.Transport != "tcp" {
+			others++
+			continue
+		}
 		fmt.Fprintf(w, "  %s\n", l)
+	}
+	if others > 0 {
+		fmt.Fprintf(w, "%d more for WebSocket, HTTP upgrade, gRPC and QUIC: portico links -state %s\n", others, stateDirOf(cfg))
 	}
 	fmt.Fprintf(w, "Run a local SOCKS5/HTTP proxy on 127.0.0.1:1080 through it:\n")
 	fmt.Fprintf(w, "  portico client '%s'\n", ls[0])
 }
+
+func stateDirOf(cfg *gateway.Config) string { return cfg.Server.TLS.StateDir }
 
 func cmdClient(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("client", stderr)

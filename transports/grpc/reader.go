@@ -1,0 +1,120 @@
+package grpc
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+)
+
+// maxChunk is the most data one written message carries: a longer Write
+// is sent as several messages. It keeps every message we send well under
+// any peer's receive limit, and within a pooled read buffer here.
+const maxChunk = 32 << 10
+
+// readBufPool holds message buffers for messages up to maxChunk plus
+// their protobuf overhead; larger messages get a buffer of their own.
+var readBufPool = sync.Pool{New: func() any { b := make([]byte, maxChunk+16); return &b }}
+
+// frameReader yields the data of the gRPC messages read from r. A message
+// is read whole (into a pooled buffer that is returned as soon as its data
+// has been consumed, so an idle stream holds none), then parsed.
+type frameReader struct {
+	r     io.Reader
+	limit int // the largest message accepted
+
+	hdr  [frameHeaderLen]byte
+	buf  *[]byte  // the pooled buffer holding segs, or nil
+	segs [][]byte // the data of the current message
+	i    int      // segs[i:] is not returned yet
+	err  error    // sticky
+}
+
+// Read returns data bytes across message boundaries. At the end of the
+// stream, between messages, it returns io.EOF; a stream cut inside a
+// message is io.ErrUnexpectedEOF.
+func (f *frameReader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	for f.i == len(f.segs) {
+		f.release()
+		if f.err != nil {
+			return 0, f.err
+		}
+		if err := f.next(); err != nil {
+			f.err = err
+			f.release()
+			return 0, err
+		}
+	}
+	n := copy(p, f.segs[f.i])
+	if f.segs[f.i] = f.segs[f.i][n:]; len(f.segs[f.i]) == 0 {
+		f.i++
+		if f.i == len(f.segs) {
+			f.release()
+		}
+	}
+	return n, nil
+}
+
+// next reads one message and parses its data into segs.
+func (f *frameReader) next() error {
+	if _, err := io.ReadFull(f.r, f.hdr[:]); err != nil {
+		if err == io.ErrUnexpectedEOF {
+			return fmt.Errorf("%w (in a message header): %w", errTruncated, err)
+		}
+		return err // io.EOF: the clean end
+	}
+	l, err := parseFrameHeader(f.hdr[:], f.limit)
+	if err != nil {
+		return err
+	}
+	var msg []byte
+	if l <= maxChunk+16 {
+		f.buf = readBufPool.Get().(*[]byte)
+		msg = (*f.buf)[:l]
+	} else {
+		msg = make([]byte, l)
+	}
+	if _, err := io.ReadFull(f.r, msg); err != nil {
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return fmt.Errorf("%w (in a %d-byte message): %w", errTruncated, l, io.ErrUnexpectedEOF)
+		}
+		return fmt.Errorf("grpc: reading a %d-byte message: %w", l, err)
+	}
+	f.segs, err = appendHunkData(f.segs[:0], msg)
+	return err
+}
+
+func (f *frameReader) release() {
+	if f.buf != nil {
+		readBufPool.Put(f.buf)
+		f.buf = nil
+	}
+	clear(f.segs) // drop references to the buffer
+	f.segs, f.i = f.segs[:0], 0
+}
+
+// protocolError reports whether err is the peer breaking the framing, and
+// the gRPC status code that says so.
+func protocolError(err error) (code int, ok bool) {
+	switch {
+	case errors.Is(err, errTooLarge):
+		return codeResourceExhausted, true
+	case errors.Is(err, errCompressed):
+		return codeUnimplemented, true
+	case errors.Is(err, errBadFlag), errors.Is(err, errMalformedHunk), errors.Is(err, errUnsupportedTag), errors.Is(err, errTruncated):
+		return codeInternal, true
+	}
+	return 0, false
+}
+
+// gRPC status codes (google.golang.org/grpc/codes) used here.
+const (
+	codeOK                = 0
+	codeUnknown           = 2
+	codeResourceExhausted = 8
+	codeUnimplemented     = 12
+	codeInternal          = 13
+)
