@@ -76,7 +76,9 @@ func TestParseConfigGood(t *testing.T) {
 		"server": {"listen": "127.0.0.1:0", "tls": {"source": "self-signed", "hosts": ["example.test", "127.0.0.1"]}},
 		"inbounds": [
 			{"tag": "v", "protocol": "vless", "settings": {"decryption": "none", "clients": [{"id": "` + goodUUID + `", "email": "a@b", "level": 1}]}},
-			{"tag": "local", "protocol": "mixed", "listen": "127.0.0.1:0", "settings": {"accounts": [{"user": "u", "pass": "p"}]}}
+			{"tag": "local", "protocol": "mixed", "listen": "127.0.0.1:0", "settings": {"accounts": [{"user": "u", "pass": "p"}]}},
+			{"tag": "w", "protocol": "vmess", "settings": {"clients": [{"id": "` + goodUUID + `"}]}, "streamSettings": {"network": "ws", "wsSettings": {"path": "/ray"}}},
+			{"tag": "g", "protocol": "anytls", "settings": {"users": [{"password": "p"}]}, "streamSettings": {"network": "grpc", "grpcSettings": {"serviceName": "tun"}}}
 		],
 		"outbounds": [{"tag": "direct", "protocol": "freedom"}, {"tag": "block", "protocol": "blackhole"}],
 		"routing": {"rules": [{"domain": ["ads.example"], "port": "80,443,1000-2000", "outboundTag": "block"}]},
@@ -100,7 +102,8 @@ func TestParseConfigGood(t *testing.T) {
 		t.Fatalf("rule = %+v, %v", r, err)
 	}
 	d := Describe(cfg)
-	for _, want := range []string{"front door: 127.0.0.1:0 (TLS self-signed)", "inbound v: vless on raw TLS, 1 user(s)", "inbound local: mixed proxy on 127.0.0.1:0, 1 account(s)", "outbound direct: freedom (default)", "-> block"} {
+	for _, want := range []string{"front door: 127.0.0.1:0 (TLS self-signed)", "inbound v: vless on raw TLS, 1 user(s)",
+		"inbound w: vmess on WebSocket path /ray, 1 user(s)", "inbound g: anytls on gRPC service tun (POST /tun/Tun, /TunMulti), 1 user(s)", "inbound local: mixed proxy on 127.0.0.1:0, 1 account(s)", "outbound direct: freedom (default)", "-> block"} {
 		if !strings.Contains(d, want) {
 			t.Errorf("Describe lacks %q:\n%s", want, d)
 		}

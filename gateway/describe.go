@@ -25,17 +25,18 @@ func Describe(cfg *Config) string {
 	}
 	for i, in := range cfg.Inbounds {
 		tag := orDefault(in.Tag, fmt.Sprintf("%s-%d", in.Protocol, i))
+		on := routeDescription(in.StreamSettings)
 		switch s := in.settings.(type) {
 		case *VLESSInbound:
-			fmt.Fprintf(&b, "inbound %s: vless on raw TLS, %d user(s)\n", tag, len(s.Clients))
+			fmt.Fprintf(&b, "inbound %s: vless on %s, %d user(s)\n", tag, on, len(s.Clients))
 		case *VMessInbound:
 			legacy := ""
 			if s.AllowLegacy {
 				legacy = ", legacy MD5 auth allowed"
 			}
-			fmt.Fprintf(&b, "inbound %s: vmess on raw TLS, %d user(s)%s\n", tag, len(s.Clients), legacy)
+			fmt.Fprintf(&b, "inbound %s: vmess on %s, %d user(s)%s\n", tag, on, len(s.Clients), legacy)
 		case *AnyTLSInbound:
-			fmt.Fprintf(&b, "inbound %s: anytls on raw TLS, %d user(s)\n", tag, len(s.Users))
+			fmt.Fprintf(&b, "inbound %s: anytls on %s, %d user(s)\n", tag, on, len(s.Users))
 		case *LocalProxyInbound:
 			auth := "no auth"
 			if len(s.Accounts) > 0 {
@@ -68,4 +69,29 @@ func Describe(cfg *Config) string {
 		fmt.Fprintf(&b, "rule %d: inbound=%v domain=%v ip=%v port=%q network=%q -> %s\n", i, r.InboundTag, r.Domain, r.IP, r.Port, r.Network, r.OutboundTag)
 	}
 	return b.String()
+}
+
+// routeDescription says where an inbound is reached: the route table of
+// `portico check`.
+func routeDescription(ss *InboundStream) string {
+	if ss == nil {
+		return "raw TLS"
+	}
+	host := func(h string) string {
+		if h == "" {
+			return ""
+		}
+		return " host " + h
+	}
+	switch ss.Network {
+	case "ws":
+		return "WebSocket path " + ss.WSSettings.Path + host(ss.WSSettings.Host)
+	case "httpupgrade":
+		return "HTTP upgrade path " + ss.HTTPUpgradeSettings.Path + host(ss.HTTPUpgradeSettings.Host)
+	case "grpc":
+		return "gRPC service " + ss.GRPCSettings.ServiceName + " (POST /" + ss.GRPCSettings.ServiceName + "/Tun, /TunMulti)"
+	case "quic":
+		return "HTTP/3 (QUIC) path " + ss.QUICSettings.Path + host(ss.QUICSettings.Host)
+	}
+	return "raw TLS"
 }

@@ -313,7 +313,9 @@ func (h *inboundHandler) fill(req *tunnel.Request) {
 	if req.Transport == "" {
 		req.Transport = h.transport
 	}
-	if !req.Source.IsValid() {
+	// The gateway knows the client best: behind a trusted proxy, the
+	// carrier's peer address is the proxy's.
+	if h.source.IsValid() {
 		req.Source = h.source
 	}
 }

@@ -1,11 +1,15 @@
 package gateway
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"io"
 	"log/slog"
+	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -90,5 +94,34 @@ func TestEveryProtocolOverEveryTransport(t *testing.T) {
 			}
 			wg.Wait()
 		})
+	}
+}
+
+// TestRoutesLeaveTheSiteAlone: with every transport route mounted, the site
+// still answers everything else, and a WebSocket upgrade to a wrong path
+// gets the site's own 404 page, not a WebSocket error.
+func TestRoutesLeaveTheSiteAlone(t *testing.T) {
+	g, _, _ := startDefault(t, nil)
+	c := dialTLS(t, g.Addr().String(), "http/1.1")
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "GET /some/where HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"+
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 404 || !strings.Contains(string(body), "Page not found") {
+		t.Fatalf("upgrade to a wrong path: %d %.100q", resp.StatusCode, body)
+	}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	resp, err = hc.Get("https://" + g.Addr().String() + "/about.html")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "Two friends") || !strings.HasPrefix(resp.Header.Get("Alt-Svc"), `h3=":`) {
+		t.Fatalf("GET /about.html: %d Alt-Svc %q", resp.StatusCode, resp.Header.Get("Alt-Svc"))
 	}
 }

@@ -4,6 +4,7 @@
 set -euo pipefail
 need=()
 command -v v2ray >/dev/null 2>&1 || need+=(v2ray)
+command -v caddy >/dev/null 2>&1 || need+=(caddy)
 if [ "${#need[@]}" -eq 0 ]; then
 	exit 0
 fi
