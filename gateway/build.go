@@ -135,6 +135,9 @@ func New(cfg *Config, opts Options) (*Gateway, error) {
 			return nil, fmt.Errorf("inbounds[%d]: %w", i, err)
 		}
 		if network == "tcp" {
+			if in.StreamSettings != nil {
+				p.ALPN = in.StreamSettings.ALPN
+			}
 			raw = append(raw, p)
 		} else {
 			g.routes = append(g.routes, route{inbound: in, proto: p, network: network})
@@ -331,6 +334,13 @@ func (g *Gateway) buildFront(sc *ServerConfig, raw []RawProtocol, opts Options) 
 	alpn := sc.TLS.ALPN
 	if len(alpn) == 0 {
 		alpn = []string{"h2", "http/1.1"}
+	}
+	for _, p := range raw {
+		for _, a := range p.ALPN {
+			if !slices.Contains(alpn, a) {
+				alpn = append(alpn, a) // offered so that the inbound can be reached
+			}
+		}
 	}
 	switch sc.TLS.Source {
 	case "", "self-signed":

@@ -9,11 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/portico-gw/portico/protocols"
-	"github.com/portico-gw/portico/protocols/vless/vlessclient"
-	"github.com/portico-gw/portico/transports/rawtls"
+	"github.com/portico-gw/portico/protocols/tunnel"
 )
 
 // benchTotal is what each bulk transfer moves: 1 GiB.
@@ -87,16 +84,16 @@ func push(b *testing.B, c net.Conn) {
 	c.Close()
 }
 
-// BenchmarkBulkVLESSvsTLS moves the same bytes through a plain TLS relay
-// and through Portico (VLESS client -> raw TLS -> front door -> router ->
-// relay), alternating within each iteration, and reports both rates and
-// their ratio (vless/tls; 1.0 = as fast as the floor). Run with
-// -benchtime=1x for 1 GiB: go test -run XX -bench BulkVLESS -benchtime 1x ./gateway
-func BenchmarkBulkVLESSvsTLS(b *testing.B) {
-	const total = benchTotal
+// BenchmarkBulkProtocols moves the same bytes through a plain TLS relay
+// (the floor any TLS tunnel pays) and through Portico's client and server
+// with each protocol over raw TLS, alternating within each iteration, and
+// reports each rate and its ratio to the floor (1.0 = as fast as the floor):
+//
+//	go test -run XX -bench BulkProtocols -benchtime 1x ./gateway
+func BenchmarkBulkProtocols(b *testing.B) {
 	target := sink(b).String()
+	dst, _ := protocols.ParseAddr(target)
 	relayAddr := tlsRelay(b, target)
-
 	st, err := LoadOrCreateState(b.TempDir())
 	if err != nil {
 		b.Fatal(err)
@@ -109,13 +106,36 @@ func BenchmarkBulkVLESSvsTLS(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { g.Shutdown(context.Background()) })
-	clientTLS, _ := rawtls.ClientConfig("", g.Pin(), false, nil)
-	client, _ := vlessclient.New(vlessclient.Options{ID: uuid.MustParse(st.UUID),
-		Carrier: &rawtls.Dialer{Address: g.Addr().String(), TLS: clientTLS}})
-	dst, _ := protocols.ParseAddr(target)
-
-	var tlsTime, vlessTime time.Duration
-	b.SetBytes(2 * total)
+	ls, err := ServerLinks(st.DefaultConfig(g.Addr().String()), "127.0.0.1", g.Pin())
+	if err != nil {
+		b.Fatal(err)
+	}
+	clients := map[string]tunnel.Dialer{}
+	var names []string
+	for _, l := range ls {
+		if l.Transport != "tcp" {
+			continue
+		}
+		name := l.Protocol
+		switch {
+		case l.Version == 1:
+			name = "vless-v1"
+		case l.Protocol == "vmess":
+			l.Cipher, name = "aes-128-gcm", "vmess-gcm"
+		}
+		cfg, _, err := ClientConfigFromLink(l, "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		outs, def, err := buildOutbounds(cfg.Outbounds)
+		if err != nil {
+			b.Fatal(err)
+		}
+		clients[name] = outs[def]
+		names = append(names, name)
+	}
+	times := map[string]time.Duration{}
+	b.SetBytes(int64(len(names)+1) * benchTotal)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		start := time.Now()
@@ -124,20 +144,23 @@ func BenchmarkBulkVLESSvsTLS(b *testing.B) {
 			b.Fatal(err)
 		}
 		push(b, c)
-		tlsTime += time.Since(start)
-
-		start = time.Now()
-		v, err := client.DialStream(context.Background(), dst)
-		if err != nil {
-			b.Fatal(err)
+		times["tls"] += time.Since(start)
+		for _, name := range names {
+			start := time.Now()
+			c, err := clients[name].DialStream(context.Background(), dst)
+			if err != nil {
+				b.Fatal(err)
+			}
+			push(b, c)
+			times[name] += time.Since(start)
 		}
-		push(b, v)
-		vlessTime += time.Since(start)
 	}
-	mbps := func(d time.Duration) float64 { return float64(total) * float64(b.N) / d.Seconds() / 1e6 }
-	b.ReportMetric(mbps(tlsTime), "tls-MB/s")
-	b.ReportMetric(mbps(vlessTime), "vless-MB/s")
-	b.ReportMetric(tlsTime.Seconds()/vlessTime.Seconds(), "vless/tls")
+	mbps := func(d time.Duration) float64 { return float64(benchTotal) * float64(b.N) / d.Seconds() / 1e6 }
+	b.ReportMetric(mbps(times["tls"]), "tls-MB/s")
+	for _, name := range names {
+		b.ReportMetric(mbps(times[name]), name+"-MB/s")
+		b.ReportMetric(times["tls"].Seconds()/times[name].Seconds(), name+"/tls")
+	}
 }
 
 // BenchmarkBulkTransports moves the same bytes with VLESS over every
@@ -146,7 +169,6 @@ func BenchmarkBulkVLESSvsTLS(b *testing.B) {
 //
 //	go test -run XX -bench BulkTransports -benchtime 1x ./gateway
 func BenchmarkBulkTransports(b *testing.B) {
-	const total = benchTotal
 	target := sink(b).String()
 	dst, _ := protocols.ParseAddr(target)
 	st, err := LoadOrCreateState(b.TempDir())
@@ -193,7 +215,7 @@ func BenchmarkBulkTransports(b *testing.B) {
 		}
 	}
 	for _, tr := range order {
-		b.ReportMetric(float64(total)*float64(b.N)/times[tr].Seconds()/1e6, tr+"-MB/s")
+		b.ReportMetric(float64(benchTotal)*float64(b.N)/times[tr].Seconds()/1e6, tr+"-MB/s")
 		if tr != "tcp" {
 			b.ReportMetric(times["tcp"].Seconds()/times[tr].Seconds(), tr+"/tls")
 		}

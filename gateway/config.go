@@ -90,6 +90,7 @@ type InboundConfig struct {
 // HTTP/3 server on the same port number over UDP).
 type InboundStream struct {
 	Network             string        `json:"network"` // tcp, ws, httpupgrade, grpc, quic
+	ALPN                []string      `json:"alpn"`    // tcp: serve only connections that negotiated one of these (offered by the front door)
 	WSSettings          *PathSettings `json:"wsSettings"`
 	HTTPUpgradeSettings *PathSettings `json:"httpupgradeSettings"`
 	GRPCSettings        *GRPCSettings `json:"grpcSettings"`
@@ -253,10 +254,10 @@ func (c *Config) check() error {
 			if err != nil {
 				return err
 			}
-			if c.Server != nil && c.Server.TLS.Source == "none" && (key == "tcp" || strings.HasPrefix(key, "h3 ")) {
+			if c.Server != nil && c.Server.TLS.Source == "none" && (strings.HasPrefix(key, "tcp") || strings.HasPrefix(key, "h3 ")) {
 				return fmt.Errorf("%s.streamSettings.network: with server.tls.source \"none\" (behind a reverse proxy) only ws, httpupgrade and grpc can be served", p)
 			}
-			if prev, dup := routes[key]; dup && key != "tcp" {
+			if prev, dup := routes[key]; dup && !strings.HasPrefix(key, "tcp") {
 				return fmt.Errorf("%s.streamSettings: the same route as %s (%s)", p, prev, key)
 			}
 			routes[key] = p
@@ -476,7 +477,20 @@ func (s *InboundStream) check(path string) (route string, err error) {
 		if s != nil && (s.WSSettings != nil || s.HTTPUpgradeSettings != nil || s.GRPCSettings != nil || s.QUICSettings != nil) {
 			return "", fmt.Errorf("%s: transport settings given but network is tcp; set \"network\"", path)
 		}
+		if s != nil {
+			for i, a := range s.ALPN {
+				if a == "" || a == "h2" || a == "http/1.1" || a == "acme-tls/1" {
+					return "", fmt.Errorf("%s.alpn[%d]: %q cannot select a tunnel inbound (empty, or the site's own)", path, i, a)
+				}
+			}
+			if len(s.ALPN) > 0 {
+				return "tcp alpn " + strings.Join(s.ALPN, ","), nil
+			}
+		}
 		return "tcp", nil
+	}
+	if len(s.ALPN) > 0 {
+		return "", fmt.Errorf("%s.alpn: only raw TLS (network tcp) routes by ALPN", path)
 	}
 	settings := map[string]*PathSettings{"ws": s.WSSettings, "httpupgrade": s.HTTPUpgradeSettings, "quic": s.QUICSettings}
 	switch s.Network {

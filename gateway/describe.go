@@ -77,6 +77,9 @@ func routeDescription(ss *InboundStream) string {
 	if ss == nil {
 		return "raw TLS"
 	}
+	if len(ss.ALPN) > 0 {
+		return "raw TLS with ALPN " + strings.Join(ss.ALPN, " or ")
+	}
 	host := func(h string) string {
 		if h == "" {
 			return ""

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -18,8 +19,9 @@ import (
 // RawProtocol is one protocol served on raw TLS: its matcher picks the
 // connection from its first bytes, its server takes it from there.
 type RawProtocol struct {
-	Name    string // for logs: "vless", "vmess", "anytls"
-	Inbound string // the inbound's tag
+	Name    string   // for logs: "vless", "vmess", "anytls"
+	Inbound string   // the inbound's tag
+	ALPN    []string // when set, only connections that negotiated one of these
 	Match   protocols.Matcher
 	Server  tunnel.Server
 }
@@ -47,7 +49,8 @@ type FrontDoor struct {
 	initOnce sync.Once
 	httpLn   *chanListener
 	httpSrv  *http.Server
-	matchers []protocols.Matcher
+	matchers []protocols.Matcher // every protocol's, in order
+	byALPN   bool                // some protocol is restricted to an ALPN
 
 	mu       sync.Mutex
 	ln       net.Listener
@@ -69,6 +72,7 @@ func (f *FrontDoor) init(addr net.Addr) {
 		}
 		for _, p := range f.Protocols {
 			f.matchers = append(f.matchers, p.Match)
+			f.byALPN = f.byALPN || len(p.ALPN) > 0
 		}
 		f.httpLn = newChanListener(addr)
 		f.httpSrv = NewSiteServer(f.HTTP, f.Log, f.HandshakeTimeout, f.IdleTimeout)
@@ -224,6 +228,10 @@ func (f *FrontDoor) handle(raw net.Conn) {
 		c, state = tc, &st
 	}
 
+	protos, matchers := f.Protocols, f.matchers
+	if f.byALPN {
+		protos, matchers = f.forALPN(state)
+	}
 	buf := make([]byte, 0, 512)
 	for {
 		if len(buf) == cap(buf) {
@@ -231,7 +239,7 @@ func (f *FrontDoor) handle(raw net.Conn) {
 		}
 		n, err := c.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
-		v, i, why := classify(buf, f.matchers)
+		v, i, why := classify(buf, matchers)
 		if v == verdictMore && len(buf) >= peekLimit {
 			v = verdictDecoy
 		}
@@ -258,10 +266,28 @@ func (f *FrontDoor) handle(raw net.Conn) {
 			f.toHTTP(newPrefixConn(c, state, buf))
 			return
 		case verdictProto:
-			f.serveProtocol(c, state, buf, f.Protocols[i])
+			f.serveProtocol(c, state, buf, protos[i])
 			return
 		}
 	}
+}
+
+// forALPN returns the protocols (and their matchers) a connection may reach
+// given the ALPN it negotiated: those without an ALPN restriction, and those
+// whose list has it.
+func (f *FrontDoor) forALPN(state *tls.ConnectionState) ([]RawProtocol, []protocols.Matcher) {
+	negotiated := ""
+	if state != nil {
+		negotiated = state.NegotiatedProtocol
+	}
+	var ps []RawProtocol
+	var ms []protocols.Matcher
+	for _, p := range f.Protocols {
+		if len(p.ALPN) == 0 || slices.Contains(p.ALPN, negotiated) {
+			ps, ms = append(ps, p), append(ms, p.Match)
+		}
+	}
+	return ps, ms
 }
 
 func (f *FrontDoor) toHTTP(c net.Conn) {

@@ -233,3 +233,40 @@ func TestWrongKeyFallsBackQuietly(t *testing.T) {
 		t.Fatalf("log shows the key:\n%s", l)
 	}
 }
+
+// TestRawInboundByALPN: a raw-TLS inbound restricted to an ALPN is reached
+// only by clients that negotiate it; the front door offers it by itself.
+func TestRawInboundByALPN(t *testing.T) {
+	target := protocols.AddrFromAddrPort(nettest.Echo(t).AddrPort())
+	var id string
+	g, _, _ := startDefault(t, func(c *Config) {
+		c.Inbounds = c.Inbounds[:1] // VLESS on raw TLS only
+		c.Inbounds[0].StreamSettings = &InboundStream{Network: "tcp", ALPN: []string{"x-portico"}}
+		id = c.Inbounds[0].settings.(*VLESSInbound).Clients[0].ID
+		if err := c.check(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	for _, tt := range []struct {
+		alpn []string
+		ok   bool
+	}{{[]string{"x-portico"}, true}, {[]string{"h2", "http/1.1"}, false}, {nil, false}} {
+		tlsCfg, _ := rawtls.ClientConfig("", g.Pin(), false, tt.alpn)
+		client, _ := vlessclient.New(vlessclient.Options{ID: uuid.MustParse(id),
+			Carrier: &rawtls.Dialer{Address: g.Addr().String(), TLS: tlsCfg}})
+		conn, err := client.DialStream(context.Background(), target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The site, given VLESS bytes, waits for a line end that never
+		// comes; a short deadline says "no tunnel" soon enough.
+		conn.SetDeadline(time.Now().Add(time.Second))
+		conn.Write([]byte("hi"))
+		buf := make([]byte, 2)
+		_, err = io.ReadFull(conn, buf)
+		conn.Close()
+		if got := err == nil && string(buf) == "hi"; got != tt.ok {
+			t.Errorf("ALPN %v: tunnel works = %v, want %v (err %v)", tt.alpn, got, tt.ok, err)
+		}
+	}
+}

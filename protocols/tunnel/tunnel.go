@@ -11,6 +11,7 @@ package tunnel
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 
@@ -97,8 +98,32 @@ type ConnDialer interface {
 // PacketConn carries datagrams with an address on each. Reads return the
 // remote a packet came from; writes name where it goes. Close unblocks
 // pending reads.
+//
+// ReadPacket returns one whole datagram per call. A datagram longer than b
+// is cut to len(b) and the rest dropped, as a UDP socket does; callers pass
+// a buffer of the largest datagram they carry (the gateway's relay uses
+// 32 KiB). It returns io.EOF (or an error wrapping net.ErrClosed after
+// Close) when the association is over. One ReadPacket and one WritePacket
+// may run concurrently; concurrent calls of the same method need not be
+// supported.
+//
+// On the server side (a protocol server's PacketConn handed to
+// [Handler.HandlePacket]) ReadPacket yields the client's payload and the
+// destination it asked for, and WritePacket(b, from) sends a reply to the
+// client saying it came from from. On the client side (an outbound's
+// PacketConn) it is the other way round: WritePacket(b, to) sends to to and
+// ReadPacket yields a reply and where it came from.
+//
+// A PacketConn that carries a single destination (a VLESS or VMess UDP
+// tunnel) returns an error wrapping [ErrOtherDestination] from WritePacket
+// for any other address and stays usable; the caller may open another
+// PacketConn for that destination.
 type PacketConn interface {
 	ReadPacket(b []byte) (n int, from protocols.Addr, err error)
 	WritePacket(b []byte, to protocols.Addr) error
 	Close() error
 }
+
+// ErrOtherDestination is wrapped by WritePacket of a [PacketConn] that
+// carries packets to one destination only, when asked to send elsewhere.
+var ErrOtherDestination = errors.New("tunnel: this packet conn carries one destination only")
