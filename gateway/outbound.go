@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -32,9 +31,22 @@ func (d *Direct) DialStream(ctx context.Context, dst protocols.Addr) (net.Conn, 
 	return c, nil
 }
 
-// DialPacket implements tunnel.Dialer. UDP comes with the UDP issue.
+// DialPacket implements tunnel.Dialer: it opens an unconnected UDP socket
+// (on Bind when set) for one association. The conn sends to any
+// destination, resolving a name once per association (IPv4 preferred), and
+// accepts replies only from IPs it has sent to (address-dependent
+// filtering, RFC 4787 §5). dst is not contacted until the first
+// WritePacket.
 func (d *Direct) DialPacket(ctx context.Context, dst protocols.Addr) (tunnel.PacketConn, error) {
-	return nil, errors.New("direct: UDP is not supported yet")
+	timeout := d.Timeout
+	if timeout == 0 {
+		timeout = 10 * time.Second
+	}
+	pc, err := newDirectPacketConn(d.Bind, timeout)
+	if err != nil {
+		return nil, fmt.Errorf("direct: udp for %v: %w", dst, err)
+	}
+	return pc, nil
 }
 
 func (d *Direct) dialer() *net.Dialer {

@@ -214,10 +214,49 @@ func (rt *Router) HandleStream(ctx context.Context, conn net.Conn, req tunnel.Re
 	return res.Err
 }
 
-// HandlePacket implements tunnel.Handler. UDP comes with the UDP issue.
+// HandlePacket implements tunnel.Handler: it picks the outbound for the
+// association's first destination (req.Target) as HandleStream does, opens
+// its packet conn, and relays with RelayPackets (idle timeout 60 s, 30 s
+// while every destination is port 53), counting payload bytes per user. It
+// logs one line per association.
 func (rt *Router) HandlePacket(ctx context.Context, pc tunnel.PacketConn, req tunnel.Request) error {
-	pc.Close()
-	return errors.New("router: UDP is not supported yet")
+	rt.active.Add(1)
+	rt.open.Add(1)
+	defer func() { rt.open.Add(-1); rt.active.Done() }()
+	start := time.Now()
+	outTag := rt.pick(&req)
+	out := rt.outbounds[outTag]
+	dial := func(ctx context.Context, dst protocols.Addr) (tunnel.PacketConn, error) {
+		dctx, cancel := context.WithTimeout(ctx, rt.dialTimeout)
+		defer cancel()
+		return out.DialPacket(dctx, dst)
+	}
+	target, err := dial(ctx, req.Target)
+	if err != nil {
+		pc.Close()
+		level := slog.LevelWarn
+		if errors.Is(err, protocols.ErrBlocked) {
+			level = slog.LevelInfo
+		}
+		rt.log.Log(ctx, level, "udp association dial failed", append(tunnelAttrs(&req, outTag),
+			"duration", time.Since(start).Round(time.Millisecond), "err", err)...)
+		return err
+	}
+	res := RelayPackets(ctx, pc, target, req.Target, PacketRelayOptions{Counter: rt.stats.User(req.User), Dial: dial})
+	attrs := append(tunnelAttrs(&req, outTag),
+		"up_packets", res.UpPackets, "down_packets", res.DownPackets, "up", res.Up, "down", res.Down,
+		"duration", time.Since(start).Round(time.Millisecond))
+	if res.Dropped > 0 {
+		attrs = append(attrs, "dropped", res.Dropped)
+	}
+	if res.IdledOut {
+		attrs = append(attrs, "idle_timeout", true)
+	}
+	if res.Err != nil {
+		attrs = append(attrs, "err", res.Err)
+	}
+	rt.log.Info("udp association", attrs...)
+	return res.Err
 }
 
 func tunnelAttrs(req *tunnel.Request, out string) []any {

@@ -23,7 +23,14 @@ import (
 // or cancellation) the error wraps its cause; Dial interrupts I/O by setting
 // a past deadline on proxyConn and clears the deadline before returning.
 // Dial never closes proxyConn: that stays with the caller.
-func Dial(ctx context.Context, proxyConn net.Conn, dst protocols.Addr, user, pass string) (err error) {
+func Dial(ctx context.Context, proxyConn net.Conn, dst protocols.Addr, user, pass string) error {
+	_, err := clientHandshake(ctx, proxyConn, CmdConnect, dst, user, pass)
+	return err
+}
+
+// clientHandshake runs the client handshake for cmd and returns the
+// reply's BND address.
+func clientHandshake(ctx context.Context, proxyConn net.Conn, cmd byte, dst protocols.Addr, user, pass string) (bind protocols.Addr, err error) {
 	// ctx's deadline and cancellation both end up here, after ctx.Err is set.
 	stop := context.AfterFunc(ctx, func() { _ = proxyConn.SetDeadline(aLongTimeAgo) })
 	defer func() {
@@ -40,55 +47,55 @@ func Dial(ctx context.Context, proxyConn net.Conn, dst protocols.Addr, user, pas
 	}
 	b, err := AppendGreeting(make([]byte, 0, 512), methods...)
 	if err != nil {
-		return err
+		return protocols.Addr{}, err
 	}
 	if _, err := proxyConn.Write(b); err != nil {
-		return fmt.Errorf("socks: write greeting: %w", err)
+		return protocols.Addr{}, fmt.Errorf("socks: write greeting: %w", err)
 	}
 	var buf [4 + 1 + protocols.MaxDomainLen + 2]byte // the longest reply
 	if _, err := io.ReadFull(proxyConn, buf[:2]); err != nil {
-		return fmt.Errorf("socks: read method selection: %w", err)
+		return protocols.Addr{}, fmt.Errorf("socks: read method selection: %w", err)
 	}
 	method, _, err := ParseMethodSelection(buf[:2])
 	if err != nil {
-		return fmt.Errorf("socks: read method selection: %w", err)
+		return protocols.Addr{}, fmt.Errorf("socks: read method selection: %w", err)
 	}
 	switch {
 	case method == MethodUserPass && user != "":
 		b, err := AppendUserPass(b[:0], user, pass)
 		if err != nil {
-			return err
+			return protocols.Addr{}, err
 		}
 		if _, err := proxyConn.Write(b); err != nil {
-			return fmt.Errorf("socks: write username/password: %w", err)
+			return protocols.Addr{}, fmt.Errorf("socks: write username/password: %w", err)
 		}
 		if _, err := io.ReadFull(proxyConn, buf[:2]); err != nil {
-			return fmt.Errorf("socks: read username/password status: %w", err)
+			return protocols.Addr{}, fmt.Errorf("socks: read username/password status: %w", err)
 		}
 		status, _, err := ParseAuthStatus(buf[:2])
 		if err != nil {
-			return fmt.Errorf("socks: read username/password status: %w", err)
+			return protocols.Addr{}, fmt.Errorf("socks: read username/password status: %w", err)
 		}
 		if status != AuthSuccess {
-			return fmt.Errorf("%w for user %q", ErrAuthFailed, user)
+			return protocols.Addr{}, fmt.Errorf("%w for user %q", ErrAuthFailed, user)
 		}
 	case method == MethodNoAuth:
 	case method == MethodNoAcceptable:
-		return ErrNoAcceptableMethod
+		return protocols.Addr{}, ErrNoAcceptableMethod
 	default:
-		return fmt.Errorf("%w: proxy chose method %#x, which was not offered", ErrMalformed, method)
+		return protocols.Addr{}, fmt.Errorf("%w: proxy chose method %#x, which was not offered", ErrMalformed, method)
 	}
 
-	b, err = AppendRequest(b[:0], CmdConnect, dst)
+	b, err = AppendRequest(b[:0], cmd, dst)
 	if err != nil {
-		return fmt.Errorf("socks: dial %v: %w", dst, err)
+		return protocols.Addr{}, fmt.Errorf("socks: dial %v: %w", dst, err)
 	}
 	if _, err := proxyConn.Write(b); err != nil {
-		return fmt.Errorf("socks: write request: %w", err)
+		return protocols.Addr{}, fmt.Errorf("socks: write request: %w", err)
 	}
 	// VER REP RSV ATYP and the first address byte tell the reply's length.
 	if _, err := io.ReadFull(proxyConn, buf[:5]); err != nil {
-		return fmt.Errorf("socks: read reply: %w", err)
+		return protocols.Addr{}, fmt.Errorf("socks: read reply: %w", err)
 	}
 	n := 0
 	switch buf[3] {
@@ -104,18 +111,18 @@ func Dial(ctx context.Context, proxyConn net.Conn, dst protocols.Addr, user, pas
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF // mid-reply
 			}
-			return fmt.Errorf("socks: read reply: %w", err)
+			return protocols.Addr{}, fmt.Errorf("socks: read reply: %w", err)
 		}
 	}
-	rep, _, _, err := ParseReply(buf[:max(n, 5)])
+	rep, bind, _, err := ParseReply(buf[:max(n, 5)])
 	if err != nil {
 		if errors.Is(err, protocols.ErrNeedMore) { // an empty domain
 			err = fmt.Errorf("%w: truncated reply", ErrMalformed)
 		}
-		return fmt.Errorf("socks: read reply: %w", err)
+		return protocols.Addr{}, fmt.Errorf("socks: read reply: %w", err)
 	}
 	if rep != ReplySucceeded {
-		return &ReplyError{Code: rep}
+		return protocols.Addr{}, &ReplyError{Code: rep}
 	}
-	return nil
+	return bind, nil
 }

@@ -329,3 +329,57 @@ func AppendReply(b []byte, rep byte, bind protocols.Addr) []byte {
 	}
 	return out
 }
+
+// UDP request header (RFC 1928 §7), in front of every datagram between a
+// client and the server's UDP relay, both ways:
+//
+//	+-----+------+------+----------+----------+----------+
+//	| RSV | FRAG | ATYP | DST.ADDR | DST.PORT |   DATA   |
+//	+-----+------+------+----------+----------+----------+
+//	|  2  |  1   |  1   | Variable |    2     | Variable |
+//	+-----+------+------+----------+----------+----------+
+//
+//	RSV   reserved, X'0000'
+//	FRAG  fragment number; X'00' is a standalone datagram. Portico does not
+//	      reassemble (RFC 1928 §7 makes it optional) and drops the others.
+//	ATYP, DST.ADDR, DST.PORT   as in a request ([protocols.SOCKSAddr]): the
+//	      destination from the client, the source in a reply.
+
+// MaxUDPHeaderLen is the longest UDP request header (a 255-byte domain).
+const MaxUDPHeaderLen = 2 + 1 + 1 + 1 + protocols.MaxDomainLen + 2
+
+// ParseUDPHeader decodes the UDP request header at the start of a datagram;
+// the data is b[n:]. dst is decoded faithfully (see [ParseRequest]). A
+// datagram too short for its header gives [protocols.ErrNeedMore] (for a
+// datagram, that means truncated); a non-zero RSV gives an error wrapping
+// [ErrMalformed]; an unknown address type one wrapping
+// [protocols.ErrBadAddr]. frag is returned as sent: the caller drops
+// fragments.
+func ParseUDPHeader(b []byte) (frag byte, dst protocols.Addr, n int, err error) {
+	if len(b) < 3 {
+		return 0, protocols.Addr{}, 0, protocols.ErrNeedMore
+	}
+	if b[0] != 0 || b[1] != 0 {
+		return 0, protocols.Addr{}, 0, fmt.Errorf("%w: UDP header RSV %#02x%02x, want 0", ErrMalformed, b[0], b[1])
+	}
+	dst, an, err := protocols.SOCKSAddr.Parse(b[3:])
+	if err != nil {
+		if err == protocols.ErrNeedMore {
+			return 0, protocols.Addr{}, 0, err
+		}
+		return 0, protocols.Addr{}, 0, fmt.Errorf("socks: UDP header: %w", err)
+	}
+	return b[2], dst, 3 + an, nil
+}
+
+// AppendUDPHeader appends a UDP request header for addr (the destination
+// from a client, the source in a server's reply) with fragment number frag
+// (0 for a whole datagram); the caller appends the data. It fails, leaving b
+// unchanged, when addr cannot be encoded.
+func AppendUDPHeader(b []byte, frag byte, addr protocols.Addr) ([]byte, error) {
+	out, err := protocols.SOCKSAddr.Append(append(b, 0, 0, frag), addr)
+	if err != nil {
+		return b, fmt.Errorf("socks: UDP header: %w", err)
+	}
+	return out, nil
+}

@@ -16,9 +16,14 @@
 //     existing connection to a SOCKS5 proxy (used by tests of the whole
 //     gateway).
 //
-// Only the CONNECT command is served. UDP ASSOCIATE and BIND are answered with
-// reply 0x07 (command not supported): UDP relaying over the tunnel is a
-// separate feature that this package does not provide yet. SOCKS4 and other
+// CONNECT and UDP ASSOCIATE (RFC 1928 §6, §7) are served. For UDP ASSOCIATE
+// the server opens a UDP relay socket on the control connection's local IP,
+// accepts datagrams only from the control connection's peer IP, drops
+// fragments (FRAG != 0), and hands the association to
+// [tunnel.Handler.HandlePacket] once the first datagram names a
+// destination; it ends when the control connection closes. [DialUDP] is the
+// matching client. BIND and unknown commands are answered with reply 0x07
+// (command not supported). SOCKS4 and other
 // versions are refused before a byte is written, with an error wrapping
 // [protocols.ErrNotProtocol].
 package socks

@@ -23,7 +23,8 @@ const handshakeTimeout = 30 * time.Second
 // aLongTimeAgo is a deadline in the past, to unblock I/O at once.
 var aLongTimeAgo = time.Unix(1, 0)
 
-// Server is a SOCKS5 server (RFC 1928) for the CONNECT command. The zero
+// Server is a SOCKS5 server (RFC 1928) for the CONNECT and UDP ASSOCIATE
+// commands. The zero
 // Server accepts clients without authentication.
 //
 // A Server is a plain value and is safe for concurrent use as long as its
@@ -63,7 +64,15 @@ var _ tunnel.Server = (*Server)(nil)
 // Bytes the client pipelined after the request are not lost: the handler
 // reads them first.
 //
-// UDP ASSOCIATE, BIND and unknown commands are answered with reply 0x07
+// A UDP ASSOCIATE is answered with the address of a UDP relay socket
+// opened on conn's local IP; the first datagram from the client's IP (FRAG
+// 0; fragments are dropped) sets Request.Target and h.HandlePacket is
+// called with Network UDP and a [tunnel.PacketConn] whose ReadPacket yields
+// (payload, destination) and whose WritePacket(payload, from) answers the
+// client. The association ends when conn closes, the handler returns, or
+// no datagram came within [UDPFirstPacketTimeout].
+//
+// BIND and unknown commands are answered with reply 0x07
 // (command not supported), an unknown address type with 0x08. A first byte
 // other than 5 (SOCKS4, or another protocol) gives a [*VersionError], which
 // wraps [protocols.ErrNotProtocol]: in that case, as the [tunnel.Server]
@@ -73,7 +82,7 @@ var _ tunnel.Server = (*Server)(nil)
 func (s *Server) ServeConn(ctx context.Context, conn net.Conn, h tunnel.Handler) error {
 	_ = conn.SetDeadline(time.Now().Add(handshakeTimeout))
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(aLongTimeAgo) })
-	req, replay, err := s.handshake(conn)
+	req, cmd, replay, err := s.handshake(conn)
 	if stopped := stop(); ctx.Err() != nil && (err != nil || !stopped) && !errors.Is(err, protocols.ErrNotProtocol) {
 		err = fmt.Errorf("socks: handshake: %w", context.Cause(ctx))
 	}
@@ -86,6 +95,9 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn, h tunnel.Handler)
 		return err
 	}
 	_ = conn.SetDeadline(time.Time{})
+	if cmd == CmdUDPAssociate {
+		return s.serveUDP(ctx, conn, req, h)
+	}
 
 	s.logger().Debug("socks request", "user", req.User, "target", req.Target.String(), "source", req.Source.String())
 	st := dialreply.New("socks", conn, replay, func(err error) []byte {
@@ -106,9 +118,11 @@ func (s *Server) logger() *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
-// handshake reads the greeting, authenticates, and reads a CONNECT request.
-// It returns the request and the bytes read past it.
-func (s *Server) handshake(conn net.Conn) (tunnel.Request, []byte, error) {
+// handshake reads the greeting, authenticates, and reads a CONNECT or UDP
+// ASSOCIATE request. It returns the request, the command and the bytes read
+// past it. For UDP ASSOCIATE, Target is the address the client said it
+// will send from (often 0.0.0.0:0).
+func (s *Server) handshake(conn net.Conn) (tunnel.Request, byte, []byte, error) {
 	hr := handshakeReader{conn: conn}
 
 	var methods []byte
@@ -119,9 +133,9 @@ func (s *Server) handshake(conn net.Conn) (tunnel.Request, []byte, error) {
 	if err != nil {
 		var ve *VersionError
 		if errors.As(err, &ve) {
-			return tunnel.Request{}, nil, err // nothing written; conn stays open
+			return tunnel.Request{}, 0, nil, err // nothing written; conn stays open
 		}
-		return tunnel.Request{}, nil, fmt.Errorf("socks: read greeting: %w", err)
+		return tunnel.Request{}, 0, nil, fmt.Errorf("socks: read greeting: %w", err)
 	}
 
 	method := byte(MethodNoAuth)
@@ -130,10 +144,10 @@ func (s *Server) handshake(conn net.Conn) (tunnel.Request, []byte, error) {
 	}
 	if !slices.Contains(methods, method) {
 		_, _ = conn.Write(AppendMethodSelection(nil, MethodNoAcceptable))
-		return tunnel.Request{}, nil, fmt.Errorf("%w: client offered %v", ErrNoAcceptableMethod, methods)
+		return tunnel.Request{}, 0, nil, fmt.Errorf("%w: client offered %v", ErrNoAcceptableMethod, methods)
 	}
 	if _, err := conn.Write(AppendMethodSelection(nil, method)); err != nil {
-		return tunnel.Request{}, nil, fmt.Errorf("socks: write method selection: %w", err)
+		return tunnel.Request{}, 0, nil, fmt.Errorf("socks: write method selection: %w", err)
 	}
 
 	var user string
@@ -144,15 +158,15 @@ func (s *Server) handshake(conn net.Conn) (tunnel.Request, []byte, error) {
 			return n, err
 		})
 		if err != nil {
-			return tunnel.Request{}, nil, fmt.Errorf("socks: read username/password: %w", err)
+			return tunnel.Request{}, 0, nil, fmt.Errorf("socks: read username/password: %w", err)
 		}
 		if !s.checkUser(user, pass) {
 			_, _ = conn.Write(AppendAuthStatus(nil, AuthFailure))
 			s.logger().Warn("socks authentication failed", "user", user, "source", conn.RemoteAddr().String())
-			return tunnel.Request{}, nil, fmt.Errorf("%w for user %q", ErrAuthFailed, user)
+			return tunnel.Request{}, 0, nil, fmt.Errorf("%w for user %q", ErrAuthFailed, user)
 		}
 		if _, err := conn.Write(AppendAuthStatus(nil, AuthSuccess)); err != nil {
-			return tunnel.Request{}, nil, fmt.Errorf("socks: write username/password status: %w", err)
+			return tunnel.Request{}, 0, nil, fmt.Errorf("socks: write username/password status: %w", err)
 		}
 	}
 
@@ -178,26 +192,30 @@ func (s *Server) handshake(conn net.Conn) (tunnel.Request, []byte, error) {
 			}
 			_, _ = conn.Write(AppendReply(nil, rep, zeroBind))
 		}
-		return tunnel.Request{}, nil, fmt.Errorf("socks: read request: %w", err)
+		return tunnel.Request{}, 0, nil, fmt.Errorf("socks: read request: %w", err)
 	}
-	if cmd != CmdConnect {
+	if cmd != CmdConnect && cmd != CmdUDPAssociate {
 		_, _ = conn.Write(AppendReply(nil, ReplyCommandNotSupported, zeroBind))
-		return tunnel.Request{}, nil, fmt.Errorf("socks: command %d not supported", cmd)
+		return tunnel.Request{}, 0, nil, fmt.Errorf("socks: command %d not supported", cmd)
 	}
 	target, err := normalizeTarget(dst)
 	if err != nil {
 		_, _ = conn.Write(AppendReply(nil, ReplyHostUnreachable, zeroBind))
-		return tunnel.Request{}, nil, fmt.Errorf("socks: read request: %w", err)
+		return tunnel.Request{}, 0, nil, fmt.Errorf("socks: read request: %w", err)
 	}
 
+	network := protocols.NetworkTCP
+	if cmd == CmdUDPAssociate {
+		network = protocols.NetworkUDP
+	}
 	return tunnel.Request{
 		User:      user,
-		Network:   protocols.NetworkTCP,
+		Network:   network,
 		Target:    target,
 		Source:    sourceOf(conn),
 		Inbound:   s.Inbound,
 		Transport: "socks",
-	}, hr.rest(), nil
+	}, cmd, hr.rest(), nil
 }
 
 func isAddrType(atyp byte) bool {

@@ -475,7 +475,6 @@ func TestRefusedRequests(t *testing.T) {
 		request []byte
 		rep     byte
 	}{
-		{"udp associate", hexBytes(5, CmdUDPAssociate, 0, 1, 0, 0, 0, 0, 0, 0), ReplyCommandNotSupported},
 		{"bind", hexBytes(5, CmdBind, 0, 1, 127, 0, 0, 1, 0, 80), ReplyCommandNotSupported},
 		{"unknown command", hexBytes(5, 9, 0, 1, 127, 0, 0, 1, 0, 80), ReplyCommandNotSupported},
 		{"unknown address type", hexBytes(5, 1, 0, 7, 1, 2, 3, 4), ReplyAddressTypeNotSupported},

@@ -9,8 +9,8 @@
 // bytes, so a tunnel costs no round trip beyond the carrier's own. The codec
 // is package vless; the server is package vlessserver.
 //
-// Supported: TCP streams with flow "". UDP is a later issue; Mux and XTLS
-// flows are not planned.
+// Supported: TCP streams and UDP (version 0 framing, one destination per
+// tunnel) with flow "". Mux and XTLS flows are not planned.
 package vlessclient
 
 import (
@@ -89,7 +89,9 @@ const DefaultHeaderWait = 100 * time.Millisecond
 
 // Errors; use errors.Is.
 var (
-	ErrUDP        = errors.New("vless: UDP not supported yet")
+	// Deprecated: kept for callers of the first release; DialPacket
+	// supports UDP now and never returns it.
+	ErrUDP        = errors.New("vless: UDP not supported")
 	ErrFlow       = errors.New("vless: flow not supported")
 	ErrOptions    = errors.New("vless: bad client options")
 	ErrInsecureV1 = errors.New("vless: version 1 needs a TLS carrier")
@@ -174,9 +176,25 @@ func (c *Client) DialStream(ctx context.Context, dst protocols.Addr) (net.Conn, 
 	return newConn(carrier, hdr, c.wait), nil
 }
 
-// DialPacket is not supported yet.
+// DialPacket opens a carrier connection and returns a VLESS version 0 UDP
+// tunnel (command 2) to dst over it, whatever Options.Version says (a
+// version 1 server accepts version 0 too). The tunnel carries packets to
+// dst only: WritePacket to another address returns an error wrapping
+// tunnel.ErrOtherDestination. The request header goes out with the first
+// packet; ReadPacket checks the response header first, and yields replies
+// as coming from dst. ctx bounds the carrier dial only.
 func (c *Client) DialPacket(ctx context.Context, dst protocols.Addr) (tunnel.PacketConn, error) {
-	return nil, fmt.Errorf("%w (dial %v)", ErrUDP, dst)
+	req := vless.RequestHeader{ID: c.id, Command: vless.CommandUDP, Target: dst}
+	hdr, err := vless.AppendRequest(make([]byte, 0, 64), &req)
+	if err != nil {
+		return nil, fmt.Errorf("vless: udp %v: %w", dst, err)
+	}
+	carrier, err := c.carrier.DialConn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("vless: udp %v: carrier: %w", dst, err)
+	}
+	c.dialed.Add(1)
+	return newPacketConn(carrier, hdr, dst), nil
 }
 
 // conn is a client tunnel stream.

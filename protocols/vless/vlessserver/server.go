@@ -9,9 +9,10 @@
 // and is left open, so that the gateway can replay it into its decoy. The
 // codec is package vless; the client is package vlessclient.
 //
-// Supported: the TCP command, flow "". Refused with a clear error and a
-// closed connection: Mux, UDP (a later issue) and any flow (XTLS Vision is
-// refused when the users are configured).
+// Supported: the TCP command, UDP (command 2, version 0 framing: one
+// destination per tunnel, each datagram length-prefixed), flow "". Refused
+// with a clear error and a closed connection: Mux and any flow (XTLS Vision
+// is refused when the users are configured).
 package vlessserver
 
 import (
@@ -75,8 +76,9 @@ var (
 	ErrUnknownUser = errors.New("vless: unknown user id")
 	// ErrMux: the client asked for Mux.Cool (command 3).
 	ErrMux = errors.New("vless: mux not supported")
-	// ErrUDP: the client asked for UDP (command 2).
-	ErrUDP = errors.New("vless: UDP not supported yet")
+	// ErrUDP: the client asked for UDP (command 2) where it is not
+	// supported (inside a version 1 keep-alive connection).
+	ErrUDP = errors.New("vless: UDP not supported here")
 	// ErrFlow: a user is configured with, or a client asked for, a flow
 	// other than "".
 	ErrFlow = errors.New("vless: flow not supported")
@@ -246,8 +248,14 @@ const headerBufSize = 1024
 //   - Version 1 after a known UUID: a malformed or cut header closes conn
 //     and returns the error, without ErrNotProtocol (the client held a key;
 //     there is nothing to hide behind the decoy).
-//   - Mux, UDP or a flow the user does not have: it closes conn and returns
-//     an error wrapping ErrMux, ErrUDP or ErrFlow.
+//   - Mux or a flow the user does not have: it closes conn and returns
+//     an error wrapping ErrMux or ErrFlow.
+//   - Version 0 UDP (command 2): it calls h.HandlePacket with a
+//     tunnel.PacketConn whose ReadPacket yields each length-framed datagram
+//     (vless.AppendPacket) with the request's target, and whose
+//     WritePacket frames a reply (the response header goes out with the
+//     first); from is not carried, as in V2Ray. It closes conn and returns
+//     the handler's error.
 //   - ctx already done: it closes conn and returns ctx's error.
 //   - Otherwise it calls h.HandleStream with a conn that first yields the
 //     payload bytes that came with the header. Version 0: the 2-byte
@@ -290,10 +298,6 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn, h tunnel.Handler)
 		log.Warn("vless: mux not supported", "remote", remoteString(conn))
 		conn.Close()
 		return fmt.Errorf("%w (user %s)", ErrMux, acct.label)
-	case hdr.Command == vless.CommandUDP:
-		log.Warn("vless: UDP not supported yet", "target", hdr.Target.String())
-		conn.Close()
-		return fmt.Errorf("%w (user %s, target %v)", ErrUDP, acct.label, hdr.Target)
 	case hdr.Addons.Flow != acct.flow:
 		log.Warn("vless: client asked for an unsupported flow; set its flow to \"\"", "flow", hdr.Addons.Flow)
 		conn.Close()
@@ -304,6 +308,17 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn, h tunnel.Handler)
 		return fmt.Errorf("vless: %w", err)
 	}
 	req := s.request(conn, acct, hdr.Target)
+	if hdr.Command == vless.CommandUDP {
+		req.Network = protocols.NetworkUDP
+		log.Debug("vless: UDP tunnel", "target", hdr.Target.String())
+		pc := newPacketConn(conn, br.Buffered(), hdr.Target)
+		err = h.HandlePacket(ctx, pc, req)
+		pc.Close()
+		if err != nil {
+			return fmt.Errorf("vless: UDP tunnel to %v for %s: %w", hdr.Target, acct.label, err)
+		}
+		return nil
+	}
 	log.Debug("vless: tunnel", "target", hdr.Target.String())
 	c := newConn(conn, br.Buffered())
 	err = h.HandleStream(ctx, c, req)

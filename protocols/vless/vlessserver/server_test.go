@@ -199,8 +199,6 @@ func TestNotProtocol(t *testing.T) {
 // TestRefusedCommands: a known user asking for what Portico does not do
 // gets a plain error and a closed conn, not a fallback.
 func TestRefusedCommands(t *testing.T) {
-	udp := tcpTo(alice, "8.8.8.8:53")
-	udp.Command = vless.CommandUDP
 	vision := tcpTo(bob, "1.2.3.4:443")
 	vision.Addons.Flow = vless.FlowVision
 	tests := []struct {
@@ -210,7 +208,6 @@ func TestRefusedCommands(t *testing.T) {
 		msg  string
 	}{
 		{"mux", vless.RequestHeader{ID: alice, Command: vless.CommandMux}, vlessserver.ErrMux, "vless: mux not supported"},
-		{"udp", udp, vlessserver.ErrUDP, "vless: UDP not supported yet"},
 		{"flow", vision, vlessserver.ErrFlow, `asked for flow "xtls-rprx-vision"`},
 	}
 	for _, tt := range tests {
@@ -462,7 +459,7 @@ func TestLogsHideIDs(t *testing.T) {
 	var logs bytes.Buffer
 	s := newServer(t, vlessserver.Options{Log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	udp := tcpTo(bob, "8.8.8.8:53")
-	udp.Command = vless.CommandUDP
+
 	for _, h := range []vless.RequestHeader{tcpTo(alice, "1.2.3.4:1"), tcpTo(bob, "1.2.3.4:1"), tcpTo(eve, "1.2.3.4:1"), udp, {ID: bob, Command: vless.CommandMux}} {
 		s.ServeConn(context.Background(), vlesstest.NewFake(header(t, h)), &handlerFunc{})
 	}

@@ -10,7 +10,8 @@
 // codec is package vmess; the server is package vmessserver.
 //
 // Supported: TCP streams with every security V2Ray clients offer
-// (aes-128-gcm, chacha20-poly1305, auto, none, zero). UDP is a later issue;
+// (aes-128-gcm, chacha20-poly1305, auto, none, zero), and UDP (one datagram
+// per chunk, one destination per tunnel) with every security but zero;
 // Mux is not planned.
 package vmessclient
 
@@ -65,7 +66,7 @@ const DefaultHeaderWait = 100 * time.Millisecond
 
 // Errors; use errors.Is.
 var (
-	ErrUDP     = errors.New("vmess: UDP not supported yet")
+	ErrUDP     = errors.New("vmess: UDP not supported with this security")
 	ErrOptions = errors.New("vmess: bad client options")
 	// ErrNoResponse: the server closed the connection, or has not answered
 	// yet, without a response header. A VMess server that refuses a
@@ -167,7 +168,7 @@ func (c *Client) draw() (random, error) {
 }
 
 // header builds the request header for dst and its session.
-func (c *Client) header(dst protocols.Addr) ([]byte, vmess.Session, *vmess.Sealer, error) {
+func (c *Client) header(dst protocols.Addr, cmd vmess.Command) ([]byte, vmess.Session, *vmess.Sealer, error) {
 	rnd, err := c.draw()
 	if err != nil {
 		return nil, vmess.Session{}, nil, err
@@ -175,7 +176,7 @@ func (c *Client) header(dst protocols.Addr) ([]byte, vmess.Session, *vmess.Seale
 	req := vmess.Request{
 		IV: rnd.IV, Key: rnd.Key, ResponseAuth: rnd.V,
 		Options: c.options, Security: c.security,
-		Command: vmess.CommandTCP, Target: dst,
+		Command: cmd, Target: dst,
 		Padding: rnd.Pad[:rnd.PadLen],
 	}
 	now := c.now().Unix()
@@ -212,7 +213,7 @@ func (c *Client) header(dst protocols.Addr) ([]byte, vmess.Session, *vmess.Seale
 // accepts). CloseWrite sends the end-of-stream chunk. ctx bounds the
 // carrier dial only.
 func (c *Client) DialStream(ctx context.Context, dst protocols.Addr) (net.Conn, error) {
-	hdr, sess, sealer, err := c.header(dst)
+	hdr, sess, sealer, err := c.header(dst, vmess.CommandTCP)
 	if err != nil {
 		return nil, fmt.Errorf("vmess: dial %v: %w", dst, err)
 	}
@@ -223,9 +224,26 @@ func (c *Client) DialStream(ctx context.Context, dst protocols.Addr) (net.Conn, 
 	return newConn(carrier, sess, sealer, hdr, c.wait), nil
 }
 
-// DialPacket is not supported yet.
+// DialPacket opens a carrier connection and returns a VMess UDP tunnel
+// (command 2) to dst over it: one datagram per body chunk both ways, as
+// V2Ray does. The tunnel carries packets to dst only: WritePacket to
+// another address returns an error wrapping tunnel.ErrOtherDestination. The
+// request header goes out with the first packet; ReadPacket checks the
+// response header first and yields replies as coming from dst. Security
+// zero has no chunks and gives ErrUDP. ctx bounds the carrier dial only.
 func (c *Client) DialPacket(ctx context.Context, dst protocols.Addr) (tunnel.PacketConn, error) {
-	return nil, fmt.Errorf("%w (dial %v)", ErrUDP, dst)
+	hdr, sess, sealer, err := c.header(dst, vmess.CommandUDP)
+	if err != nil {
+		return nil, fmt.Errorf("vmess: udp %v: %w", dst, err)
+	}
+	if !sealer.Framed() {
+		return nil, fmt.Errorf(`%w: security "zero" has no chunks to carry datagrams (udp %v); use another security`, ErrUDP, dst)
+	}
+	carrier, err := c.carrier.DialConn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("vmess: udp %v: carrier: %w", dst, err)
+	}
+	return &packetConn{c: newConn(carrier, sess, sealer, hdr, c.wait), dst: dst, max: sealer.MaxPayload()}, nil
 }
 
 // conn is a client tunnel stream.

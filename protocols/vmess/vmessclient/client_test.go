@@ -89,7 +89,7 @@ func TestNew(t *testing.T) {
 		}
 	}
 	c, _ := newClient(t, vmessclient.Options{})
-	if _, err := c.DialPacket(context.Background(), target); !errors.Is(err, vmessclient.ErrUDP) || !strings.Contains(err.Error(), "vmess: UDP not supported yet") {
+	if _, err := c.DialPacket(context.Background(), target); err != nil {
 		t.Errorf("DialPacket: %v", err)
 	}
 }

@@ -16,8 +16,9 @@ import (
 // a broken tunnel; it never waits for a Write in progress.
 type conn struct {
 	net.Conn
-	r *vmessconn.Reader
-	w *vmessconn.Writer
+	r          *vmessconn.Reader
+	w          *vmessconn.Writer
+	maxPayload int // the most payload one response chunk carries
 }
 
 func newConn(carrier net.Conn, sess *vmess.Session, buf []byte, used, n int) (*conn, error) {
@@ -33,6 +34,8 @@ func newConn(carrier net.Conn, sess *vmess.Session, buf []byte, used, n int) (*c
 		Conn: carrier,
 		r:    vmessconn.NewReader(carrier, "request body", buf, used, n, opener),
 		w:    vmessconn.NewWriter(carrier, "response body", sealer, header),
+
+		maxPayload: sealer.MaxPayload(),
 	}, nil
 }
 

@@ -14,7 +14,9 @@
 // Supported: the TCP command, every security (aes-128-gcm,
 // chacha20-poly1305, none, zero, and the legacy aes-128-cfb), chunk
 // masking, global padding and authenticated length. Refused with a clear
-// error and a closed connection: UDP (a later issue) and Mux.
+// error and a closed connection: Mux, and UDP with security zero. UDP
+// (command 2) carries one datagram per body chunk, to the request's target
+// only.
 package vmessserver
 
 import (
@@ -91,8 +93,9 @@ var (
 	// ErrInsecureEncryption: security none, zero or aes-128-cfb while
 	// DisableInsecureEncryption is on.
 	ErrInsecureEncryption = errors.New("vmess: client uses insecure encryption")
-	// ErrUDP: the client asked for UDP (command 2).
-	ErrUDP = errors.New("vmess: UDP not supported yet")
+	// ErrUDP: the client asked for UDP (command 2) with security zero,
+	// whose unchunked body cannot carry datagrams.
+	ErrUDP = errors.New("vmess: UDP not supported with this security")
 	// ErrMux: the client asked for Mux.Cool (command 3).
 	ErrMux = errors.New("vmess: mux not supported")
 	// ErrBadUser: a user entry is invalid.
@@ -334,8 +337,14 @@ const headerBufSize = 16 << 10
 //     wrapping protocols.ErrNotProtocol (and the cause), having written
 //     nothing and without closing conn. A legacy header that fails after
 //     its auth matched burns that auth (V2Ray's taint fuse).
-//   - Insecure security with DisableInsecureEncryption, UDP or Mux: it
-//     closes conn and returns ErrInsecureEncryption, ErrUDP or ErrMux.
+//   - Insecure security with DisableInsecureEncryption, UDP with security
+//     zero (no chunks), or Mux: it closes conn and returns
+//     ErrInsecureEncryption, ErrUDP or ErrMux.
+//   - UDP (command 2): it calls h.HandlePacket with a tunnel.PacketConn
+//     whose ReadPacket yields one request-body chunk per datagram (as
+//     V2Ray's packet body) with the request's target, and whose WritePacket
+//     seals one response chunk per reply; it closes conn and returns the
+//     handler's error.
 //   - ctx already done: it closes conn and returns ctx's error.
 //   - Otherwise it calls h.HandleStream once, with a conn whose Read
 //     decodes the request body and whose Write encodes the response (the
@@ -364,10 +373,10 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn, h tunnel.Handler)
 		conn.Close()
 		return fmt.Errorf(`%w %q (user %s): this inbound has disableInsecureEncryption; set the client's "security" to "aes-128-gcm", "chacha20-poly1305" or "auto"`,
 			ErrInsecureEncryption, req.Security, acct.label)
-	case req.Command == vmess.CommandUDP:
-		log.Warn("vmess: UDP not supported yet", "target", req.Target.String())
+	case req.Command == vmess.CommandUDP && !req.Options.Has(vmess.OptionChunkStream):
+		log.Warn("vmess: UDP without chunk framing (security zero) cannot carry datagrams", "target", req.Target.String())
 		conn.Close()
-		return fmt.Errorf("%w (user %s, target %v)", ErrUDP, acct.label, req.Target)
+		return fmt.Errorf("%w (user %s, target %v): the client's security is \"zero\", which has no chunks; use another", ErrUDP, acct.label, req.Target)
 	case req.Command == vmess.CommandMux:
 		log.Warn("vmess: mux not supported; turn the client's mux off", "remote", remoteString(conn))
 		conn.Close()
@@ -390,6 +399,17 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn, h tunnel.Handler)
 		Source:    remoteAddrPort(conn),
 		Inbound:   s.inbound,
 		Transport: s.transport,
+	}
+	if req.Command == vmess.CommandUDP {
+		treq.Network = protocols.NetworkUDP
+		log.Debug("vmess: UDP tunnel", "target", req.Target.String(), "security", req.Security.String(), "legacy", hs.id.legacy)
+		pc := &packetConn{c: c, target: req.Target, max: c.maxPayload}
+		err = h.HandlePacket(ctx, pc, treq)
+		c.Close()
+		if err != nil {
+			return fmt.Errorf("vmess: UDP tunnel to %v for %s: %w", req.Target, acct.label, err)
+		}
+		return nil
 	}
 	log.Debug("vmess: tunnel", "target", req.Target.String(), "security", req.Security.String(), "legacy", hs.id.legacy)
 	err = h.HandleStream(ctx, c, treq)

@@ -93,13 +93,23 @@ func (r *Reader) Fill(need int) error {
 // carrier that ends inside a chunk gives an error wrapping
 // io.ErrUnexpectedEOF; a chunk that fails authentication gives an error
 // wrapping vmess.ErrChunk. Those are sticky; a timeout is not.
-func (r *Reader) Read(p []byte) (int, error) {
+func (r *Reader) Read(p []byte) (int, error) { return r.read(p, false) }
+
+// ReadChunk is Read for a packet body (VMess UDP): it returns the payload
+// of one chunk, one datagram, cut to len(p) with the rest dropped. p must
+// not be empty.
+func (r *Reader) ReadChunk(p []byte) (int, error) { return r.read(p, true) }
+
+func (r *Reader) read(p []byte, whole bool) (int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for {
 		if len(r.pending) > 0 {
 			n := copy(p, r.pending)
 			r.pending = r.pending[n:]
+			if whole {
+				r.pending = nil
+			}
 			return n, nil
 		}
 		if r.err != nil {

@@ -177,9 +177,123 @@ func (h *RelayHandler) HandleStream(ctx context.Context, conn net.Conn, req tunn
 	}
 }
 
+// HandlePacket records req and relays the datagrams through one
+// unconnected loopback UDP socket (IP destinations only), until pc ends or
+// ctx is done; replies go back with their source.
 func (h *RelayHandler) HandlePacket(ctx context.Context, pc tunnel.PacketConn, req tunnel.Request) error {
-	pc.Close()
-	return errors.New("relay: packets not supported")
+	defer pc.Close()
+	h.mu.Lock()
+	h.requests = append(h.requests, req)
+	h.mu.Unlock()
+	return RelayPackets(ctx, pc)
+}
+
+// RelayPackets relays pc's datagrams through one unconnected loopback UDP
+// socket until pc ends or ctx is done, and closes pc.
+func RelayPackets(ctx context.Context, pc tunnel.PacketConn) error {
+	out, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		pc.Close()
+		return err
+	}
+	stop := context.AfterFunc(ctx, func() { pc.Close(); out.Close() })
+	defer stop()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 65535)
+		for {
+			n, from, err := out.ReadFromUDPAddrPort(buf)
+			if err != nil || pc.WritePacket(buf[:n], protocols.AddrFromAddrPort(from)) != nil {
+				pc.Close()
+				return
+			}
+		}
+	}()
+	buf := make([]byte, 65535)
+	for {
+		n, dst, err := pc.ReadPacket(buf)
+		if err != nil {
+			out.Close()
+			<-done
+			return nil
+		}
+		if ap, ok := dst.AddrPort(); ok {
+			out.WriteToUDPAddrPort(buf[:n], ap)
+		}
+	}
+}
+
+// UDPEcho starts a UDP echo server on 127.0.0.1 and returns its address.
+func UDPEcho(t testing.TB) protocols.Addr {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 65535)
+		for {
+			n, from, err := c.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			c.WriteToUDPAddrPort(buf[:n], from)
+		}
+	}()
+	t.Cleanup(func() { c.Close(); <-done })
+	return protocols.AddrFromAddrPort(c.LocalAddr().(*net.UDPAddr).AddrPort())
+}
+
+// PacketEcho sends count datagrams of size random bytes to dst through pc,
+// one at a time, and checks each comes back intact (a few resends allowed,
+// since loopback UDP may drop under load): each try waits 1 s, and after 5
+// tries pc is closed and an error returned.
+func PacketEcho(pc tunnel.PacketConn, dst protocols.Addr, count, size int) error {
+	type result struct {
+		n    int
+		from protocols.Addr
+		err  error
+	}
+	got := make(chan result, 1)
+	buf := make([]byte, 65535)
+	read := func() {
+		n, from, err := pc.ReadPacket(buf)
+		got <- result{n, from, err}
+	}
+	msg := make([]byte, size)
+	for i := range count {
+		rand.Read(msg)
+		var r result
+		ok := false
+		for try := 0; try < 5 && !ok; try++ {
+			if err := pc.WritePacket(msg, dst); err != nil {
+				return fmt.Errorf("packet %d: write: %w", i, err)
+			}
+			if try == 0 {
+				go read()
+			}
+			select {
+			case r = <-got:
+				if r.err != nil {
+					return fmt.Errorf("packet %d: read: %w", i, r.err)
+				}
+				if !bytes.Equal(buf[:r.n], msg) {
+					return fmt.Errorf("packet %d: %d bytes back from %v differ", i, r.n, r.from)
+				}
+				ok = true
+			case <-time.After(time.Second):
+			}
+		}
+		if !ok {
+			pc.Close()
+			<-got
+			return fmt.Errorf("packet %d: no echo after 5 tries", i)
+		}
+	}
+	return nil
 }
 
 // Cert is a self-signed certificate for "localhost" and 127.0.0.1.
