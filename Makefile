@@ -2,7 +2,7 @@
 
 GO ?= go
 # The pure codec packages: they must build for WebAssembly.
-CODEC_PKGS := ./protocols ./protocols/links ./protocols/vless ./protocols/anytls ./protocols/vmess
+CODEC_PKGS := ./protocols ./protocols/links ./protocols/vless ./protocols/anytls ./protocols/vmess ./wasm/api
 # Packages with allocation tests (TestXxxAllocs…), run without -race.
 ALLOC_PKGS := ./gateway ./protocols/vmess ./protocols/vmess/internal/vmessconn
 
@@ -28,6 +28,12 @@ allocs:
 wasm:
 	GOOS=js GOARCH=wasm $(GO) build $(CODEC_PKGS)
 	GOOS=wasip1 GOARCH=wasm $(GO) build $(CODEC_PKGS)
+	GOOS=js GOARCH=wasm $(GO) vet $(CODEC_PKGS) ./wasm/js
+	GOOS=wasip1 GOARCH=wasm $(GO) vet $(CODEC_PKGS) ./wasm/wasi
+	GOOS=js GOARCH=wasm $(GO) test -count=1 -exec="$$($(GO) env GOROOT)/lib/wasm/go_js_wasm_exec" $(CODEC_PKGS)
+	GOOS=js GOARCH=wasm $(GO) build -trimpath -ldflags="-s -w" -o bin/portico.wasm ./wasm/js
+	GOOS=wasip1 GOARCH=wasm $(GO) build -trimpath -ldflags="-s -w" -o bin/portico-wasi.wasm ./wasm/wasi
+	@ls -l bin/portico.wasm bin/portico-wasi.wasm
 
 fuzz-short:
 	./scripts/fuzz.sh 3s

@@ -1,13 +1,11 @@
 package wasm
 
 import (
-	"bytes"
 	"encoding/hex"
 	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 
@@ -251,6 +249,3 @@ func buildWasm(t *testing.T, goos, pkg, dir string) string {
 	}
 	return out
 }
-
-var _ = runtime.GOROOT
-var _ = bytes.Equal

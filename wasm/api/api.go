@@ -108,11 +108,46 @@ type Op struct {
 	call   func(Env, json.RawMessage) (any, error)
 }
 
-// Ops are the operations, by name.
-var Ops = map[string]Op{}
+// Ops are the operations, by name. It is a fixed table: callers read it.
+var Ops = index(
+	Op{"vless.encodeRequest", []string{""}, op("vless.encodeRequest", func(_ Env, a *VLESSRequest) (any, error) {
+		return EncodeVLESSRequest(a)
+	})},
+	Op{"vless.decodeRequest", []string{"bytes"}, op("vless.decodeRequest", func(_ Env, a *struct {
+		Bytes Bytes `json:"bytes"`
+	}) (any, error) {
+		return DecodeVLESSRequest(a.Bytes)
+	})},
+	Op{"vmess.sealHeader", []string{""}, op("vmess.sealHeader", func(e Env, a *VMessSeal) (any, error) {
+		return SealVMessHeader(e, a)
+	})},
+	Op{"vmess.openHeader", []string{"bytes", "id", "time", "alterId"}, op("vmess.openHeader", func(e Env, a *VMessOpen) (any, error) {
+		return OpenVMessHeader(e, a)
+	})},
+	Op{"anytls.planWrites", []string{"scheme", "packet", "size", "seed"}, op("anytls.planWrites", func(e Env, a *PlanArgs) (any, error) {
+		return PlanWrites(e, a)
+	})},
+	Op{"anytls.parseScheme", []string{"scheme"}, op("anytls.parseScheme", func(_ Env, a *struct {
+		Scheme string `json:"scheme"`
+	}) (any, error) {
+		return ParseScheme(a.Scheme)
+	})},
+	Op{"links.parse", []string{"url"}, op("links.parse", func(_ Env, a *struct {
+		URL string `json:"url"`
+	}) (any, error) {
+		return ParseLink(a.URL)
+	})},
+	Op{"links.format", []string{""}, op("links.format", func(_ Env, a *Link) (any, error) {
+		return FormatLink(a), nil
+	})},
+)
 
-func register(name string, params []string, call func(Env, json.RawMessage) (any, error)) {
-	Ops[name] = Op{Name: name, Params: params, call: call}
+func index(ops ...Op) map[string]Op {
+	m := make(map[string]Op, len(ops))
+	for _, o := range ops {
+		m[o.Name] = o
+	}
+	return m
 }
 
 // op adapts a typed operation to Op.call: it decodes the arguments strictly
@@ -129,29 +164,6 @@ func op[A any](name string, f func(Env, *A) (any, error)) func(Env, json.RawMess
 		}
 		return f(e, &a)
 	}
-}
-
-func init() {
-	register("vless.encodeRequest", []string{""}, op("vless.encodeRequest", func(_ Env, a *VLESSRequest) (any, error) { return EncodeVLESSRequest(a) }))
-	register("vless.decodeRequest", []string{"bytes"}, op("vless.decodeRequest", func(_ Env, a *struct {
-		Bytes Bytes `json:"bytes"`
-	}) (any, error) {
-		return DecodeVLESSRequest(a.Bytes)
-	}))
-	register("vmess.sealHeader", []string{""}, op("vmess.sealHeader", func(e Env, a *VMessSeal) (any, error) { return SealVMessHeader(e, a) }))
-	register("vmess.openHeader", []string{"bytes", "id", "time", "alterId"}, op("vmess.openHeader", func(e Env, a *VMessOpen) (any, error) { return OpenVMessHeader(e, a) }))
-	register("anytls.planWrites", []string{"scheme", "packet", "size", "seed"}, op("anytls.planWrites", func(e Env, a *PlanArgs) (any, error) { return PlanWrites(e, a) }))
-	register("anytls.parseScheme", []string{"scheme"}, op("anytls.parseScheme", func(_ Env, a *struct {
-		Scheme string `json:"scheme"`
-	}) (any, error) {
-		return ParseScheme(a.Scheme)
-	}))
-	register("links.parse", []string{"url"}, op("links.parse", func(_ Env, a *struct {
-		URL string `json:"url"`
-	}) (any, error) {
-		return ParseLink(a.URL)
-	}))
-	register("links.format", []string{""}, op("links.format", func(_ Env, a *Link) (any, error) { return FormatLink(a), nil }))
 }
 
 // OpNames lists the operations, sorted.

@@ -277,6 +277,7 @@ func TestVMessOpenErrors(t *testing.T) {
 		{VMessOpen{Bytes: hdr, ID: "00000000-0000-0000-0000-000000000000", Time: &now},
 			vmess.ErrAuth.Error() + ": neither the AuthID of this id nor a legacy auth of it (alterId 0) within 120 s of 1700000000"},
 		{VMessOpen{Bytes: hdr, ID: testUUID}, "vmess.openHeader: no clock: pass time"},
+		{VMessOpen{Bytes: hdr, ID: testUUID, Time: &now, AlterID: 1025}, "vmess.openHeader: alterId: 1025 is not in 0..1024"},
 	} {
 		_, err := OpenVMessHeader(Env{}, &tc.o)
 		if err == nil || err.Error() != tc.want {

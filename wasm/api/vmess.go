@@ -31,6 +31,10 @@ type VMessSeal struct {
 	AlterIndex *int   `json:"alterIndex,omitempty"`
 }
 
+// MaxOpenAlterID bounds the alter ids vmess.openHeader tries: each costs
+// 241 HMACs (every second of the window).
+const MaxOpenAlterID = 1024
+
 // VMessOpen are the arguments of vmess.openHeader. Time defaults to the
 // Env's clock; AlterID lets a legacy header signed with an alter id open.
 type VMessOpen struct {
@@ -172,6 +176,9 @@ func OpenVMessHeader(e Env, a *VMessOpen) (*VMessOpened, error) {
 		now = *a.Time
 	} else if now, err = e.now(); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if a.AlterID < 0 || a.AlterID > MaxOpenAlterID {
+		return nil, fmt.Errorf("%s: alterId: %d is not in 0..%d", name, a.AlterID, MaxOpenAlterID)
 	}
 	b := a.Bytes
 	if len(b) < 16 {
