@@ -580,7 +580,7 @@ func (g *Gateway) Start(ctx context.Context) error {
 		g.goServe(func() { g.serveLocal(life, ln, li) })
 	}
 	if g.front != nil {
-		g.log.Info("serving", "listen", g.frontLn.Addr().String(), "tls", orDefault(g.cfg.Server.TLS.Source, "self-signed"), "protocols", len(g.front.Protocols))
+		g.log.Info("serving", "listen", g.frontLn.Addr().String(), "tls", orDefault(g.cfg.Server.TLS.Source, "self-signed"), "raw_tls_inbounds", len(g.front.Protocols), "routes", len(g.routes), "http3", g.h3 != nil)
 	}
 	for i, li := range g.locals {
 		g.log.Info("local proxy", "protocol", li.protocol, "listen", lns[i].Addr().String())
