@@ -63,6 +63,10 @@ func (c *rewindConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
+// commit ends the recording: the protocol accepted the connection, so it
+// will never be rewound, and an upload must not be copied on the way.
+func (c *rewindConn) commit() { c.recording.Store(false) }
+
 // CloseWrite passes a half-close on to the TLS conn (close_notify).
 func (c *rewindConn) CloseWrite() error {
 	c.recording.Store(false)

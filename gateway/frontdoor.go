@@ -300,7 +300,8 @@ func (f *FrontDoor) toHTTP(c net.Conn) {
 
 func (f *FrontDoor) serveProtocol(tc net.Conn, state *tls.ConnectionState, prefix []byte, p RawProtocol) {
 	rc := newRewindConn(tc, state, prefix)
-	h := &inboundHandler{next: f.Handler, carrier: tc, inbound: p.Inbound, transport: "tls", source: remoteAddrPort(tc)}
+	h := &inboundHandler{next: f.Handler, carrier: tc, inbound: p.Inbound, transport: "tls", source: remoteAddrPort(tc),
+		authenticated: rc.commit}
 	base := f.BaseContext
 	if base == nil {
 		base = context.Background()
@@ -329,10 +330,16 @@ type inboundHandler struct {
 	inbound   string
 	transport string
 	source    netip.AddrPort
+	// authenticated, when set, is told that the protocol accepted the
+	// connection: there is no falling back to the decoy any more.
+	authenticated func()
 }
 
 func (h *inboundHandler) fill(req *tunnel.Request) {
 	h.carrier.SetDeadline(time.Time{})
+	if h.authenticated != nil {
+		h.authenticated()
+	}
 	if req.Inbound == "" {
 		req.Inbound = h.inbound
 	}
