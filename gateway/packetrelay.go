@@ -40,10 +40,15 @@ type PacketRelayOptions struct {
 	// Counter, when set, receives each packet's payload size: up is
 	// client -> target.
 	Counter Counter
-	// Dial opens another outbound packet conn for a destination the
-	// current ones refuse with tunnel.ErrOtherDestination. Nil means such
-	// packets are dropped.
+	// Dial opens another outbound packet conn for a destination that the
+	// first conn refuses with tunnel.ErrOtherDestination, or that Same says
+	// must not go over it. Nil means such packets are dropped. An error
+	// (a blocked destination) drops the packet.
 	Dial func(ctx context.Context, dst protocols.Addr) (tunnel.PacketConn, error)
+	// Same reports whether a destination may go over the first conn (the
+	// router: it routes to the same outbound as the first destination).
+	// It is asked once per new destination. Nil means always.
+	Same func(dst protocols.Addr) bool
 	// MaxConns bounds the outbound packet conns, the first included. Zero
 	// means DefaultPacketConns; packets for more destinations are dropped.
 	MaxConns int
@@ -68,10 +73,13 @@ type PacketRelayResult struct {
 // Reads use one pooled 32 KiB buffer per direction and per outbound conn; a
 // longer datagram is cut, as a UDP socket would. A client datagram whose
 // write fails (a name that does not resolve, an unreachable network) is
-// dropped and counted; the association goes on.
+// dropped and counted; the association goes on. A destination whose Dial
+// failed (blocked, unreachable) is not dialled again: its later packets are
+// dropped.
 func RelayPackets(ctx context.Context, client, target tunnel.PacketConn, first protocols.Addr, opts PacketRelayOptions) PacketRelayResult {
-	r := &packetRelay{client: client, counter: opts.Counter, dial: opts.Dial,
-		idle: opts.Idle, dnsIdle: opts.DNSIdle, maxConns: opts.MaxConns,
+	r := &packetRelay{client: client, counter: opts.Counter, dial: opts.Dial, same: opts.Same,
+		sameSeen: map[protocols.Addr]bool{},
+		idle:     opts.Idle, dnsIdle: opts.DNSIdle, maxConns: opts.MaxConns,
 		extra: map[protocols.Addr]tunnel.PacketConn{}}
 	if r.idle <= 0 {
 		r.idle = DefaultPacketIdle
@@ -111,6 +119,8 @@ type packetRelay struct {
 	client   tunnel.PacketConn
 	counter  Counter
 	dial     func(context.Context, protocols.Addr) (tunnel.PacketConn, error)
+	same     func(protocols.Addr) bool
+	sameSeen map[protocols.Addr]bool // up's only: Same's answers, at most maxPacketPeers
 	idle     time.Duration
 	dnsIdle  time.Duration
 	maxConns int
@@ -119,7 +129,7 @@ type packetRelay struct {
 
 	mu     sync.Mutex
 	conns  []tunnel.PacketConn                  // every outbound conn; guarded by mu
-	extra  map[protocols.Addr]tunnel.PacketConn // up's only: conns opened for one destination
+	extra  map[protocols.Addr]tunnel.PacketConn // up's only: conns opened for one destination; nil when its dial failed
 	closed bool                                 // guarded by mu
 	wg     sync.WaitGroup
 
@@ -190,7 +200,15 @@ func (r *packetRelay) up(ctx context.Context, primary tunnel.PacketConn) {
 		}
 		out := primary
 		if c, ok := r.extra[dst]; ok {
-			out = c
+			if out = c; c == nil { // its dial failed: not retried
+				r.dropped.Add(1)
+				continue
+			}
+		} else if !r.sameAs(dst) {
+			if out = r.open(ctx, dst); out == nil {
+				r.dropped.Add(1)
+				continue
+			}
 		}
 		err = out.WritePacket(buf[:n], dst)
 		if errors.Is(err, tunnel.ErrOtherDestination) && out == primary {
@@ -210,13 +228,32 @@ func (r *packetRelay) up(ctx context.Context, primary tunnel.PacketConn) {
 	}
 }
 
+// sameAs reports whether dst may use the first conn, remembering Same's
+// answers for up to maxPacketPeers destinations.
+func (r *packetRelay) sameAs(dst protocols.Addr) bool {
+	if r.same == nil {
+		return true
+	}
+	if ok, seen := r.sameSeen[dst]; seen {
+		return ok
+	}
+	ok := r.same(dst)
+	if len(r.sameSeen) < maxPacketPeers {
+		r.sameSeen[dst] = ok
+	}
+	return ok
+}
+
 // open dials a conn for dst and starts its down copy; nil when it cannot.
 func (r *packetRelay) open(ctx context.Context, dst protocols.Addr) tunnel.PacketConn {
-	if r.dial == nil || len(r.extra)+1 >= r.maxConns {
+	if r.dial == nil || len(r.conns) >= r.maxConns {
 		return nil
 	}
 	c, err := r.dial(ctx, dst)
 	if err != nil {
+		if len(r.extra) < maxPacketPeers {
+			r.extra[dst] = nil // blocked or unreachable: later packets are dropped at once
+		}
 		return nil
 	}
 	r.mu.Lock()

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -86,7 +88,9 @@ func TestRelayPacketsBothWaysAndCounts(t *testing.T) {
 	client, target := newChanPC(), newChanPC()
 	counter := &UserCounter{}
 	done := make(chan PacketRelayResult, 1)
-	go func() { done <- RelayPackets(context.Background(), client, target, echoAddr, PacketRelayOptions{Counter: counter}) }()
+	go func() {
+		done <- RelayPackets(context.Background(), client, target, echoAddr, PacketRelayOptions{Counter: counter})
+	}()
 	for i := range 10 {
 		client.in <- testPacket{bytes.Repeat([]byte{byte(i)}, 100), echoAddr}
 		p := recvPacket(t, target.out)
@@ -317,5 +321,64 @@ func TestDirectPacket(t *testing.T) {
 	n, from, err := pc.ReadPacket(buf)
 	if err != nil || string(buf[:n]) != "friend" || from.IP != echo.Addr() {
 		t.Fatalf("read %q from %v, %v; want the friend", buf[:n], from, err)
+	}
+}
+
+// TestRouterHandlePacket: the router sends an association to the outbound
+// its rules pick: a blocked one closes the client's packet conn and
+// returns ErrBlocked; a direct one relays to a UDP echo, counts the user's
+// bytes, and logs one line when the client ends.
+func TestRouterHandlePacket(t *testing.T) {
+	echo := udpEcho(t)
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent()) // the echo's goroutine ends in Cleanup, after this
+	logs := &logBuffer{}
+	rt, err := NewRouter(RouterOptions{
+		Outbounds: map[string]tunnel.Dialer{"direct": &Direct{}, "block": Block{}},
+		Default:   "direct",
+		Rules:     []Rule{{Ports: []PortRange{{Lo: 9, Hi: 9}}, Outbound: "block"}},
+		Log:       slog.New(slog.NewTextHandler(logs, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := newChanPC()
+	blocked := protocols.Addr{IP: netip.MustParseAddr("127.0.0.1"), Port: 9}
+	err = rt.HandlePacket(context.Background(), client, tunnel.Request{User: "u", Network: protocols.NetworkUDP, Target: blocked})
+	if !errors.Is(err, protocols.ErrBlocked) {
+		t.Fatalf("blocked: %v", err)
+	}
+	select {
+	case <-client.closed:
+	default:
+		t.Fatal("blocked: client conn left open")
+	}
+
+	client = newChanPC()
+	dst := protocols.AddrFromAddrPort(echo)
+	done := make(chan error, 1)
+	go func() {
+		done <- rt.HandlePacket(context.Background(), client, tunnel.Request{User: "u", Network: protocols.NetworkUDP, Target: dst, Transport: "test"})
+	}()
+	client.in <- testPacket{[]byte("hello"), dst}
+	if p := recvPacket(t, client.out); string(p.b) != "hello" || p.addr != dst {
+		t.Fatalf("got %q from %v", p.b, p.addr)
+	}
+	// A later destination is routed too: the rule blocks it, its packet
+	// is dropped, and the association goes on.
+	client.in <- testPacket{[]byte("nope"), blocked}
+	client.in <- testPacket{[]byte("again"), dst}
+	if p := recvPacket(t, client.out); string(p.b) != "again" {
+		t.Fatalf("got %q from %v", p.b, p.addr)
+	}
+	close(client.in)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if up, down := rt.Stats().User("u").Load(); up != 10 || down != 10 {
+		t.Fatalf("counted %d/%d", up, down)
+	}
+	if n := strings.Count(logs.String(), `msg="udp association"`); n != 1 || !strings.Contains(logs.String(), "up_packets=2 down_packets=2 up=10 down=10") ||
+		!strings.Contains(logs.String(), "dropped=1") {
+		t.Fatalf("log:\n%s", logs.String())
 	}
 }

@@ -88,8 +88,11 @@ type Router struct {
 	dialTimeout time.Duration
 	stats       *Stats
 
-	active sync.WaitGroup
-	open   atomic.Int64
+	// Open tunnels, and who waits for there to be none. Not a WaitGroup:
+	// tunnels may start while Shutdown waits, which WaitGroup forbids.
+	mu      sync.Mutex
+	open    int64
+	drained chan struct{} // closed when open reaches zero; made by Wait
 }
 
 // RouterOptions configures a Router.
@@ -144,14 +147,43 @@ func (rt *Router) closeOutbounds() {
 func (rt *Router) Stats() *Stats { return rt.stats }
 
 // Active is the number of tunnels being relayed now.
-func (rt *Router) Active() int64 { return rt.open.Load() }
+func (rt *Router) Active() int64 {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	return rt.open
+}
+
+// enter and leave bracket every tunnel.
+func (rt *Router) enter() {
+	rt.mu.Lock()
+	rt.open++
+	rt.mu.Unlock()
+}
+
+func (rt *Router) leave() {
+	rt.mu.Lock()
+	rt.open--
+	if rt.open == 0 && rt.drained != nil {
+		close(rt.drained)
+		rt.drained = nil
+	}
+	rt.mu.Unlock()
+}
 
 // Wait blocks until every tunnel has ended or ctx is done.
 func (rt *Router) Wait(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() { rt.active.Wait(); close(done) }()
+	rt.mu.Lock()
+	if rt.open == 0 {
+		rt.mu.Unlock()
+		return nil
+	}
+	if rt.drained == nil {
+		rt.drained = make(chan struct{})
+	}
+	drained := rt.drained
+	rt.mu.Unlock()
 	select {
-	case <-done:
+	case <-drained:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -169,9 +201,8 @@ func (rt *Router) pick(req *tunnel.Request) string {
 
 // HandleStream implements tunnel.Handler.
 func (rt *Router) HandleStream(ctx context.Context, conn net.Conn, req tunnel.Request) error {
-	rt.active.Add(1)
-	rt.open.Add(1)
-	defer func() { rt.open.Add(-1); rt.active.Done() }()
+	rt.enter()
+	defer rt.leave()
 	start := time.Now()
 	outTag := rt.pick(&req)
 
@@ -217,20 +248,31 @@ func (rt *Router) HandleStream(ctx context.Context, conn net.Conn, req tunnel.Re
 // HandlePacket implements tunnel.Handler: it picks the outbound for the
 // association's first destination (req.Target) as HandleStream does, opens
 // its packet conn, and relays with RelayPackets (idle timeout 60 s, 30 s
-// while every destination is port 53), counting payload bytes per user. It
-// logs one line per association.
+// while every destination is port 53), counting payload bytes per user.
+// Each later destination is routed by the same rules: one that routes
+// elsewhere, or that the first conn cannot carry (a VLESS or VMess tunnel
+// has one destination), gets its own outbound conn (16 per association at
+// most); a blocked one has its packets dropped. It logs one line per
+// association.
 func (rt *Router) HandlePacket(ctx context.Context, pc tunnel.PacketConn, req tunnel.Request) error {
-	rt.active.Add(1)
-	rt.open.Add(1)
-	defer func() { rt.open.Add(-1); rt.active.Done() }()
+	rt.enter()
+	defer rt.leave()
 	start := time.Now()
 	outTag := rt.pick(&req)
-	out := rt.outbounds[outTag]
+	// Every later destination is routed too, so that a rule (a blocked
+	// range, say) holds for all packets of the association, not only the
+	// first.
+	route := func(dst protocols.Addr) string {
+		r := req
+		r.Target = dst
+		return rt.pick(&r)
+	}
 	dial := func(ctx context.Context, dst protocols.Addr) (tunnel.PacketConn, error) {
 		dctx, cancel := context.WithTimeout(ctx, rt.dialTimeout)
 		defer cancel()
-		return out.DialPacket(dctx, dst)
+		return rt.outbounds[route(dst)].DialPacket(dctx, dst)
 	}
+	same := func(dst protocols.Addr) bool { return route(dst) == outTag }
 	target, err := dial(ctx, req.Target)
 	if err != nil {
 		pc.Close()
@@ -242,7 +284,7 @@ func (rt *Router) HandlePacket(ctx context.Context, pc tunnel.PacketConn, req tu
 			"duration", time.Since(start).Round(time.Millisecond), "err", err)...)
 		return err
 	}
-	res := RelayPackets(ctx, pc, target, req.Target, PacketRelayOptions{Counter: rt.stats.User(req.User), Dial: dial})
+	res := RelayPackets(ctx, pc, target, req.Target, PacketRelayOptions{Counter: rt.stats.User(req.User), Dial: dial, Same: same})
 	attrs := append(tunnelAttrs(&req, outTag),
 		"up_packets", res.UpPackets, "down_packets", res.DownPackets, "up", res.Up, "down", res.Down,
 		"duration", time.Since(start).Round(time.Millisecond))

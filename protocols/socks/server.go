@@ -36,8 +36,9 @@ type Server struct {
 	Users map[string]string
 	// Inbound is the tag put in every Request, for routing and counters.
 	Inbound string
-	// Log receives a debug record per request and a warning per failed
-	// authentication; nil means no logging.
+	// Log receives a debug record per request, a warning per failed
+	// authentication and one per UDP association that sent fragments; nil
+	// means no logging.
 	Log *slog.Logger
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"sync"
@@ -94,13 +95,14 @@ func (s *Server) serveUDP(ctx context.Context, conn net.Conn, req tunnel.Request
 //
 // Accepted: datagrams from the control connection's peer IP (and the port
 // the request named, if any) with FRAG 0 and a well-formed header. Others
-// are dropped: fragments are counted and logged once per association.
+// are dropped and counted; the first fragment is logged (a warning) once
+// per association.
 // Replies go to where the client's latest accepted datagram came from.
 type udpAssoc struct {
 	udp        *net.UDPConn
 	clientIP   netip.Addr
 	clientPort uint16 // 0: any
-	log        interface{ Debug(string, ...any) }
+	log        *slog.Logger
 
 	first struct {
 		buf []byte // the first datagram's payload, until ReadPacket takes it
@@ -158,7 +160,7 @@ func (a *udpAssoc) read(b []byte) (int, protocols.Addr, error) {
 		}
 		if frag != 0 {
 			if a.fragments.Add(1) == 1 && a.fragLogged.CompareAndSwap(false, true) {
-				a.log.Debug("socks udp: dropping fragmented datagrams (FRAG != 0); reassembly is not supported", "client", src.String())
+				a.log.Warn("socks udp: dropping fragmented datagrams (FRAG != 0): reassembly is not supported; this is logged once per association", "client", src.String())
 			}
 			continue
 		}

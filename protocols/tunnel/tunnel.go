@@ -103,9 +103,11 @@ type ConnDialer interface {
 // is cut to len(b) and the rest dropped, as a UDP socket does; callers pass
 // a buffer of the largest datagram they carry (the gateway's relay uses
 // 32 KiB). It returns io.EOF (or an error wrapping net.ErrClosed after
-// Close) when the association is over. One ReadPacket and one WritePacket
-// may run concurrently; concurrent calls of the same method need not be
-// supported.
+// Close) when the association is over, or another error when it broke.
+// ReadPacket is called by one goroutine at a time, concurrently with
+// WritePacket; WritePacket and Close are safe for concurrent use (the
+// gateway's relay writes replies to the client from one goroutine per
+// outbound conn).
 //
 // On the server side (a protocol server's PacketConn handed to
 // [Handler.HandlePacket]) ReadPacket yields the client's payload and the

@@ -124,3 +124,41 @@ func TestWriterStickyError(t *testing.T) {
 		t.Errorf("second write: %v", err)
 	}
 }
+
+// TestReadChunk: on a packet body each ReadChunk returns one chunk, one
+// datagram; a buffer too small for it gets the start and the rest is
+// dropped, not returned by the next call.
+func TestReadChunk(t *testing.T) {
+	r := vmess.Request{Security: vmess.SecurityAES128GCM, Options: 0x0d, Command: vmess.CommandUDP}
+	r.Key[0], r.IV[0] = 1, 2
+	s := r.Session(false)
+	sealer, err := s.RequestSealer(mathrand.NewChaCha8([32]byte{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opener, _ := s.RequestOpener()
+	p := &pipe{}
+	w, rd := NewWriter(p, "test", sealer, nil), NewReader(p, "test", nil, 0, 0, opener)
+	for _, d := range []string{"first datagram", "second", "third one"} {
+		if _, err := w.Write([]byte(d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := w.End(); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	for _, want := range []string{"first", "second", "third one"} {
+		b := buf
+		if want == "first" {
+			b = buf[:5] // too small: the rest of the datagram is dropped
+		}
+		n, err := rd.ReadChunk(b)
+		if err != nil || string(b[:n]) != want {
+			t.Fatalf("ReadChunk = %q, %v; want %q", b[:n], err, want)
+		}
+	}
+	if n, err := rd.ReadChunk(buf); n != 0 || err != io.EOF {
+		t.Fatalf("after the end chunk: %d, %v", n, err)
+	}
+}
