@@ -33,6 +33,7 @@ wasm:
 	GOOS=js GOARCH=wasm $(GO) test -count=1 -exec="$$($(GO) env GOROOT)/lib/wasm/go_js_wasm_exec" $(CODEC_PKGS)
 	GOOS=js GOARCH=wasm $(GO) build -trimpath -ldflags="-s -w" -o bin/portico.wasm ./wasm/js
 	GOOS=wasip1 GOARCH=wasm $(GO) build -trimpath -ldflags="-s -w" -o bin/portico-wasi.wasm ./wasm/wasi
+	cp "$$($(GO) env GOROOT)/lib/wasm/wasm_exec.js" bin/
 	@ls -l bin/portico.wasm bin/portico-wasi.wasm
 
 fuzz-short:

@@ -5,6 +5,7 @@ set -euo pipefail
 need=()
 command -v v2ray >/dev/null 2>&1 || need+=(v2ray)
 command -v caddy >/dev/null 2>&1 || need+=(caddy)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ "${#need[@]}" -eq 0 ]; then
 	exit 0
 fi

@@ -4,6 +4,7 @@
 //	portico client [-listen HOST:PORT] (-c FILE | LINK)      a local SOCKS5/HTTP proxy through a tunnel
 //	portico links (-c FILE | -state DIR)                     share links, one per line
 //	portico check -c FILE                                    validate a config and show what it serves
+//	portico playground [-listen HOST:PORT] [-wasm DIR]       the WebAssembly playground page
 //	portico uuid                                             a new user id
 //	portico version
 //
@@ -46,6 +47,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdCheck(args[1:], stdout, stderr)
 	case "uuid":
 		err = cmdUUID(args[1:], stdout, stderr)
+	case "playground":
+		err = cmdPlayground(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "portico %s\n", version)
 	case "help", "-h", "-help", "--help":
@@ -74,6 +77,7 @@ func usage(w io.Writer) {
   portico links (-c FILE | -state DIR)                     print share links, one per line
   portico check -c FILE                                    validate a config and show what it would serve
   portico uuid                                             print a new user UUID
+  portico playground [-listen HOST:PORT] [-wasm DIR]       serve the browser playground (default 127.0.0.1:8080)
   portico version                                          print the version
 Common flags: -log-level debug|info|warn|error, -log-format text|json
 `)
