@@ -14,7 +14,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -22,35 +21,14 @@ import (
 	"math/big"
 	mathrand "math/rand/v2"
 	"net"
-	"net/netip"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/portico-gw/portico/internal/nettest"
 	"github.com/portico-gw/portico/protocols"
 	"github.com/portico-gw/portico/protocols/tunnel"
 )
-
-// Echo starts a TCP echo server on 127.0.0.1 and returns its address. Each
-// connection is echoed until EOF, then half-closed (or closed).
-func Echo(t testing.TB) protocols.Addr {
-	t.Helper()
-	return protocols.AddrFromAddrPort(nettest.Echo(t).AddrPort())
-}
-
-// CloseWrite half-closes c when it can.
-func CloseWrite(c net.Conn) error {
-	if cw, ok := c.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return errors.ErrUnsupported
-}
 
 // Exchange writes size pseudo-random bytes to conn (through an echo
 // server) while reading size bytes back, and compares their SHA-256 sums.
@@ -167,114 +145,6 @@ func (h *RelayHandler) HandlePacket(ctx context.Context, pc tunnel.PacketConn, r
 	return RelayPackets(ctx, pc)
 }
 
-// RelayPackets relays pc's datagrams through one unconnected loopback UDP
-// socket until pc ends or ctx is done, and closes pc.
-func RelayPackets(ctx context.Context, pc tunnel.PacketConn) error {
-	out, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		pc.Close()
-		return err
-	}
-	stop := context.AfterFunc(ctx, func() { pc.Close(); out.Close() })
-	defer stop()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 65535)
-		for {
-			n, from, err := out.ReadFromUDPAddrPort(buf)
-			if err != nil || pc.WritePacket(buf[:n], protocols.AddrFromAddrPort(from)) != nil {
-				pc.Close()
-				return
-			}
-		}
-	}()
-	buf := make([]byte, 65535)
-	for {
-		n, dst, err := pc.ReadPacket(buf)
-		if err != nil {
-			out.Close()
-			<-done
-			return nil
-		}
-		if ap, ok := dst.AddrPort(); ok {
-			out.WriteToUDPAddrPort(buf[:n], ap)
-		}
-	}
-}
-
-// UDPEcho starts a UDP echo server on 127.0.0.1 and returns its address.
-func UDPEcho(t testing.TB) protocols.Addr {
-	t.Helper()
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 65535)
-		for {
-			n, from, err := c.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			c.WriteToUDPAddrPort(buf[:n], from)
-		}
-	}()
-	t.Cleanup(func() { c.Close(); <-done })
-	return protocols.AddrFromAddrPort(c.LocalAddr().(*net.UDPAddr).AddrPort())
-}
-
-// PacketEcho sends count datagrams of size random bytes to dst through pc,
-// one at a time, and checks each comes back intact (a few resends allowed,
-// since loopback UDP may drop under load): each try waits 1 s, and after 5
-// tries pc is closed and an error returned.
-func PacketEcho(pc tunnel.PacketConn, dst protocols.Addr, count, size int) error {
-	type result struct {
-		n    int
-		from protocols.Addr
-		err  error
-	}
-	got := make(chan result, 1)
-	buf := make([]byte, 65535)
-	read := func() {
-		n, from, err := pc.ReadPacket(buf)
-		got <- result{n, from, err}
-	}
-	msg := make([]byte, size)
-	for i := range count {
-		rand.Read(msg)
-		var r result
-		ok := false
-		for try := 0; try < 5 && !ok; try++ {
-			if err := pc.WritePacket(msg, dst); err != nil {
-				return fmt.Errorf("packet %d: write: %w", i, err)
-			}
-			if try == 0 {
-				go read()
-			}
-			select {
-			case r = <-got:
-				if r.err != nil {
-					return fmt.Errorf("packet %d: read: %w", i, r.err)
-				}
-				if !bytes.Equal(buf[:r.n], msg) {
-					return fmt.Errorf("packet %d: %d bytes back from %v differ", i, r.n, r.from)
-				}
-				ok = true
-			case <-time.After(time.Second):
-			}
-		}
-		if !ok {
-			pc.Close()
-			<-got
-			return fmt.Errorf("packet %d: no echo after 5 tries", i)
-		}
-	}
-	return nil
-}
-
 // ResetTarget starts a TCP server on 127.0.0.1 that reads once from each
 // connection and then resets it (RST, SO_LINGER 0), and returns its
 // address.
@@ -368,21 +238,6 @@ func SelfSigned(t testing.TB) Cert {
 	return c
 }
 
-// Dialer is a tunnel.ConnDialer over TCP, with TLS when TLS is set.
-type Dialer struct {
-	Addr string
-	TLS  *tls.Config
-}
-
-func (d Dialer) DialConn(ctx context.Context) (net.Conn, error) {
-	var nd net.Dialer
-	if d.TLS != nil {
-		td := tls.Dialer{NetDialer: &nd, Config: d.TLS}
-		return td.DialContext(ctx, "tcp", d.Addr)
-	}
-	return nd.DialContext(ctx, "tcp", d.Addr)
-}
-
 // Serve accepts on ln until it is closed and runs srv on every
 // connection, wrapped in TLS when cfg is not nil. ServeConn errors are sent
 // to the returned channel when there is room.
@@ -411,118 +266,4 @@ func Serve(t testing.TB, ln net.Listener, cfg *tls.Config, srv tunnel.Server, h 
 		}
 	}()
 	return errs
-}
-
-// FreePort returns a loopback TCP port that was free a moment ago.
-func FreePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// AddrPort is netip.MustParseAddrPort for "127.0.0.1:port".
-func AddrPort(port int) netip.AddrPort {
-	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(port))
-}
-
-// V2RayPath finds the v2ray binary. When it is missing the test is skipped,
-// or fails when PORTICO_REQUIRE_PEERS=1.
-func V2RayPath(t testing.TB) string {
-	t.Helper()
-	path, err := exec.LookPath("v2ray")
-	if err != nil {
-		msg := "v2ray not found in PATH (Debian: apt-get install -y v2ray); interop with a real VLESS peer not tested"
-		if os.Getenv("PORTICO_REQUIRE_PEERS") == "1" {
-			t.Fatal(msg + ", and PORTICO_REQUIRE_PEERS=1")
-		}
-		t.Skip(msg + "; set PORTICO_REQUIRE_PEERS=1 to fail instead")
-	}
-	return path
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// V2Ray is a running v2ray process.
-type V2Ray struct {
-	cmd  *exec.Cmd
-	log  *lockedBuffer
-	done chan struct{}
-}
-
-// Log returns what v2ray has printed so far.
-func (v *V2Ray) Log() string { return v.log.String() }
-
-// StartV2Ray writes config as JSON to a temporary file, runs
-// `v2ray -config FILE`, and waits until every address in waitFor accepts
-// connections. At cleanup it kills the process by its PID and, if the test
-// failed, logs v2ray's output.
-func StartV2Ray(t testing.TB, config any, waitFor ...string) *V2Ray {
-	t.Helper()
-	path := V2RayPath(t)
-	js, err := json.MarshalIndent(config, "", "  ")
-	if err != nil {
-		t.Fatal(err)
-	}
-	file := filepath.Join(t.TempDir(), "v2ray.json")
-	if err := os.WriteFile(file, js, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	v := &V2Ray{log: new(lockedBuffer), done: make(chan struct{})}
-	v.cmd = exec.CommandContext(context.Background(), path, "-config", file)
-	v.cmd.Stdout, v.cmd.Stderr = v.log, v.log
-	if err := v.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { v.cmd.Wait(); close(v.done) }()
-	t.Cleanup(func() {
-		v.cmd.Process.Kill() // this process only, by its PID
-		<-v.done
-		if t.Failed() {
-			t.Logf("v2ray config:\n%s\nv2ray log:\n%s", js, v.Log())
-		}
-	})
-	deadline := time.Now().Add(15 * time.Second)
-	for _, addr := range waitFor {
-		for {
-			c, err := net.DialTimeout("tcp", addr, time.Second)
-			if err == nil {
-				c.Close()
-				break
-			}
-			select {
-			case <-v.done:
-				t.Fatalf("v2ray exited before listening on %s: %v\nconfig:\n%s\nlog:\n%s", addr, v.cmd.ProcessState, js, v.Log())
-			default:
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("v2ray does not listen on %s after 15s\nlog:\n%s", addr, v.Log())
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	return v
-}
-
-// HostPort joins a host and port like net.JoinHostPort with an int port.
-func HostPort(host string, port int) string {
-	return net.JoinHostPort(host, strconv.Itoa(port))
 }
