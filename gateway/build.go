@@ -42,6 +42,9 @@ import (
 type Options struct {
 	StateDir string       // for self-signed certificates and ACME storage; default DefaultStateDir()
 	Log      *slog.Logger // default slog.Default()
+	// PlaygroundWasm and PlaygroundWasmExec are the files server.playground
+	// serves (portico.wasm and wasm_exec.js); the command line finds them.
+	PlaygroundWasm, PlaygroundWasmExec string
 }
 
 // Gateway is a config brought to life: the front door, the local proxy
@@ -421,6 +424,12 @@ func (g *Gateway) buildFront(sc *ServerConfig, raw []RawProtocol, opts Options) 
 	var trusted []netip.Prefix
 	for _, t := range sc.TrustedProxies {
 		trusted = append(trusted, parsePrefix(t))
+	}
+	if pg := sc.Playground; pg != nil {
+		if opts.PlaygroundWasm == "" || opts.PlaygroundWasmExec == "" {
+			return fmt.Errorf("server.playground: portico.wasm and wasm_exec.js were not found (set server.playground.wasmDir)")
+		}
+		site = mountPlayground(site, pg.Path, PlaygroundHandler(opts.PlaygroundWasm, opts.PlaygroundWasmExec))
 	}
 	handler := g.routeTable(site, trusted)
 	var tlsCfg *tls.Config

@@ -42,6 +42,15 @@ type ServerConfig struct {
 	// X-Forwarded-For / X-Real-IP are believed for the client's address on
 	// HTTP routes (Caddy on loopback, a CDN's ranges).
 	TrustedProxies []string `json:"trustedProxies"`
+	// Playground mounts the WebAssembly playground on the site (off when
+	// absent).
+	Playground *PlaygroundConfig `json:"playground"`
+}
+
+// PlaygroundConfig mounts the playground page under Path.
+type PlaygroundConfig struct {
+	Path    string `json:"path"`    // e.g. "/playground/"; must start and end with "/"
+	WasmDir string `json:"wasmDir"` // folder with portico.wasm and wasm_exec.js; default: next to the executable, else built from a source checkout
 }
 
 // TLSConfig says where the front door's certificate comes from.
@@ -393,6 +402,9 @@ func (s *ServerConfig) check() error {
 				return fmt.Errorf("server.trustedProxies[%d]: %q is not a CIDR or IP", i, p)
 			}
 		}
+	}
+	if p := s.Playground; p != nil && (!strings.HasPrefix(p.Path, "/") || !strings.HasSuffix(p.Path, "/") || p.Path == "/") {
+		return fmt.Errorf("server.playground.path: %q must start and end with / and not be the site's root (like \"/playground/\")", p.Path)
 	}
 	if s.Decoy.Dir != "" && s.Decoy.Upstream != "" {
 		return fmt.Errorf("server.decoy: set dir or upstream, not both")

@@ -125,7 +125,15 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	g, err := gateway.New(cfg, gateway.Options{StateDir: *stateDir, Log: log})
+	opts := gateway.Options{StateDir: *stateDir, Log: log}
+	if cfg.Server != nil && cfg.Server.Playground != nil {
+		assets, err := findPlaygroundAssets(cfg.Server.Playground.WasmDir, stderr)
+		if err != nil {
+			return fmt.Errorf("server.playground: %w", err)
+		}
+		opts.PlaygroundWasm, opts.PlaygroundWasmExec = assets.Wasm, assets.WasmExec
+	}
+	g, err := gateway.New(cfg, opts)
 	if err != nil {
 		return err
 	}

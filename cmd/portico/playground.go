@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/portico-gw/portico/gateway"
 	"github.com/portico-gw/portico/wasm/playground"
 )
 
@@ -45,7 +46,7 @@ func cmdPlayground(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: playgroundHandler(assets), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: gateway.PlaygroundHandler(assets.Wasm, assets.WasmExec), ReadHeaderTimeout: 10 * time.Second}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	errc := make(chan error, 1)
@@ -204,39 +205,4 @@ func firstLine(b []byte) string {
 		return string(b[:i]) + " …"
 	}
 	return string(b)
-}
-
-// playgroundCSP allows what the page needs and nothing else: its own
-// scripts, WebAssembly, the Function-made wrapper of wasm/js ('unsafe-eval';
-// see docs/wasm.md) and WebSockets to any gateway for live mode.
-const playgroundCSP = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval' 'unsafe-eval'; " +
-	"style-src 'self'; img-src 'self' data:; connect-src 'self' ws: wss:; " +
-	"base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-
-// playgroundHandler serves the embedded page and the two artifacts.
-func playgroundHandler(a playgroundAssets) http.Handler {
-	static := http.FileServerFS(playground.Files)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h := w.Header()
-		h.Set("Content-Security-Policy", playgroundCSP)
-		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("Cache-Control", "no-cache")
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			h.Set("Allow", "GET, HEAD")
-			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
-			return
-		}
-		switch r.URL.Path {
-		case "/" + playground.WasmFile:
-			h.Set("Content-Type", "application/wasm")
-			http.ServeFile(w, r, a.Wasm)
-		case "/" + playground.WasmExecFile:
-			h.Set("Content-Type", "text/javascript; charset=utf-8")
-			http.ServeFile(w, r, a.WasmExec)
-		case "/", "/index.html", "/style.css", "/app.js":
-			static.ServeHTTP(w, r)
-		default:
-			http.NotFound(w, r)
-		}
-	})
 }

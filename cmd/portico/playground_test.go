@@ -67,7 +67,7 @@ func TestPlaygroundHandler(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(playgroundHandler(a))
+	srv := httptest.NewServer(gateway.PlaygroundHandler(a.Wasm, a.WasmExec))
 	defer srv.Close()
 	for _, tc := range []struct {
 		method, path string
@@ -147,7 +147,7 @@ func TestPlaygroundBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("portico.wasm built in %v", time.Since(start).Round(time.Millisecond))
-	page := httptest.NewServer(playgroundHandler(assets))
+	page := httptest.NewServer(gateway.PlaygroundHandler(assets.Wasm, assets.WasmExec))
 	defer page.Close()
 
 	// The gateway (embedded default) and a tiny HTTP target on loopback.
