@@ -191,12 +191,12 @@ func rawTLSLinks(t *testing.T, st *State, g *Gateway) map[string]links.Link {
 	}
 	out := map[string]links.Link{}
 	for _, l := range ls {
-		if (l.Transport == "" || l.Transport == "tcp") && l.Version == 0 && (l.Protocol == "vless" || l.Protocol == "vmess") {
+		if (l.Transport == "" || l.Transport == "tcp") && l.Version == 0 {
 			out[l.Protocol] = l
 		}
 	}
-	if len(out) != 2 {
-		t.Fatalf("raw-TLS links %v, want vless and vmess", out)
+	if len(out) != 3 {
+		t.Fatalf("raw-TLS links %v, want vless, vmess and anytls", out)
 	}
 	return out
 }
@@ -228,7 +228,7 @@ func startServerGateway(t testing.TB) (*State, *Gateway, *logBuffer) {
 }
 
 // TestUDPThroughDefault: through the embedded default, a client built from
-// the raw-TLS VLESS and VMess links gets a DNS answer from a test DNS
+// the raw-TLS VLESS, VMess and AnyTLS (udp-over-tcp) links gets a DNS answer from a test DNS
 // server and 100 echoes of 1200 bytes from a UDP echo, both through the
 // outbound's packet conn directly and through a client gateway's local
 // SOCKS5 listener (UDP ASSOCIATE). The server logs one line per
@@ -326,8 +326,8 @@ func TestUDPThroughDefault(t *testing.T) {
 			t.Log(line)
 		}
 	}
-	if n := strings.Count(text, `msg="udp association"`); n != 8 {
-		t.Errorf("%d association log lines, want 8:\n%s", n, text)
+	if n := strings.Count(text, `msg="udp association"`); n != 12 {
+		t.Errorf("%d association log lines, want 12 (3 protocols x 2 paths x DNS and echo):\n%s", n, text)
 	}
 	for _, want := range []string{"up_packets=100", "target=" + echo.String(), "target=" + dnsAddr.String(), "transport=tls"} {
 		if !strings.Contains(text, want) {

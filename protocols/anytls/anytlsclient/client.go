@@ -32,6 +32,7 @@ import (
 
 	"github.com/portico-gw/portico/protocols"
 	"github.com/portico-gw/portico/protocols/anytls"
+	"github.com/portico-gw/portico/protocols/anytls/internal/uotconn"
 	"github.com/portico-gw/portico/protocols/anytls/session"
 	"github.com/portico-gw/portico/protocols/tunnel"
 )
@@ -195,9 +196,22 @@ func (c *Client) DialStream(ctx context.Context, dst protocols.Addr) (net.Conn, 
 	}
 }
 
-// DialPacket is not supported yet.
+// DialPacket opens a udp-over-tcp v2 stream in connect mode: its packets go
+// to dst and come from dst (sing-box's layout, as AnyTLS clients use it).
 func (c *Client) DialPacket(ctx context.Context, dst protocols.Addr) (tunnel.PacketConn, error) {
-	return nil, fmt.Errorf("%w (dial %v)", ErrUDP, dst)
+	req, err := anytls.AppendUoTRequest(nil, anytls.UoTRequest{Connect: true, Target: dst})
+	if err != nil {
+		return nil, fmt.Errorf("anytls: dial udp %v: %w", dst, err)
+	}
+	st, err := c.DialStream(ctx, protocols.Addr{Domain: anytls.UoTMagicAddress})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := st.Write(req); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("anytls: dial udp %v: %w", dst, err)
+	}
+	return uotconn.Client(st, dst), nil
 }
 
 // PaddingScheme is the scheme new writes are shaped by: the default until

@@ -14,8 +14,8 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/portico-gw/portico/internal/prototest"
 	"github.com/portico-gw/portico/protocols"
-	"github.com/portico-gw/portico/protocols/anytls"
 	"github.com/portico-gw/portico/protocols/anytls/anytlsserver"
 	"github.com/portico-gw/portico/protocols/anytls/internal/anytlstest"
 	"github.com/portico-gw/portico/protocols/anytls/session"
@@ -319,20 +319,23 @@ func TestDialError(t *testing.T) {
 	}
 }
 
-// TestUDP: refused locally, with the error the server would send.
+// TestUDP: DialPacket opens a udp-over-tcp v2 stream in connect mode; 50
+// datagrams of 1200 bytes come back from a loopback UDP echo, and another
+// destination is refused on that conn.
 func TestUDP(t *testing.T) {
 	e := newE2E(t, anytlsserver.Options{}, nil)
 	c := e.client(t, Options{})
-	if _, err := c.DialPacket(context.Background(), e.echo); !errors.Is(err, ErrUDP) || !strings.Contains(err.Error(), "anytls: UDP not supported yet") {
-		t.Errorf("DialPacket = %v", err)
+	echo := prototest.UDPEcho(t)
+	pc, err := c.DialPacket(context.Background(), echo)
+	if err != nil {
+		t.Fatal(err)
 	}
-	// udp-over-tcp's magic address as a stream target is refused by the server.
-	conn := dial(t, c, protocols.Addr{Domain: anytls.UoTMagicAddress})
-	defer conn.Close()
-	_, err := conn.Read(make([]byte, 1))
-	var de *session.DialError
-	if !errors.As(err, &de) || de.Text != "anytls: UDP not supported yet" {
-		t.Errorf("UoT stream Read = %v", err)
+	defer pc.Close()
+	if err := prototest.PacketEcho(pc, echo, 50, 1200); err != nil {
+		t.Fatal(err)
+	}
+	if err := pc.WritePacket([]byte("x"), e.echo); !errors.Is(err, tunnel.ErrOtherDestination) {
+		t.Fatalf("write to another destination: %v", err)
 	}
 }
 

@@ -29,6 +29,7 @@ import (
 
 	"github.com/portico-gw/portico/protocols"
 	"github.com/portico-gw/portico/protocols/anytls"
+	"github.com/portico-gw/portico/protocols/anytls/internal/uotconn"
 	"github.com/portico-gw/portico/protocols/anytls/session"
 	"github.com/portico-gw/portico/protocols/tunnel"
 )
@@ -60,9 +61,9 @@ var (
 	// ErrUnknownUser: the authentication's hash is no user's. It is
 	// returned wrapped together with protocols.ErrNotProtocol.
 	ErrUnknownUser = anytls.ErrUnknownPassword
-	// ErrUDP: a stream asked for udp-over-tcp. The stream gets this text
+	// ErrUDP: a stream asked for udp-over-tcp version 1. The stream gets this text
 	// in its cmdSYNACK.
-	ErrUDP = errors.New("anytls: UDP not supported yet")
+	ErrUDP = errors.New("anytls: udp-over-tcp version 1 is not supported (use version 2, sp.v2.udp-over-tcp.arpa)")
 	// ErrBadUser: a user entry is invalid (empty or duplicate password,
 	// duplicate email, negative level).
 	ErrBadUser = errors.New("anytls: bad user")
@@ -281,8 +282,7 @@ func (s *Server) serveStream(ctx context.Context, st *session.Stream, req tunnel
 		return
 	}
 	if anytls.IsUoT(target) {
-		log.Info("anytls: UDP (udp-over-tcp) not supported yet", "stream", st.ID())
-		st.Finish(ErrUDP)
+		s.serveUoT(ctx, st, target, req, h, log)
 		return
 	}
 	req.Target = target
@@ -291,6 +291,33 @@ func (s *Server) serveStream(ctx context.Context, st *session.Stream, req tunnel
 	st.Finish(err)
 	if err != nil {
 		log.Debug("anytls: stream ended", "stream", st.ID(), "target", target.String(), "err", err)
+	}
+}
+
+// serveUoT serves a sing-box udp-over-tcp v2 stream: its request names the
+// destination (connect mode) or each packet does, and the datagrams go to
+// h.HandlePacket. There is no outbound dial to wait for, so the stream is
+// acknowledged at once.
+func (s *Server) serveUoT(ctx context.Context, st *session.Stream, target protocols.Addr, req tunnel.Request, h tunnel.Handler, log *slog.Logger) {
+	if target.Domain != anytls.UoTMagicAddress {
+		log.Info("anytls: udp-over-tcp version 1 is not supported", "stream", st.ID())
+		st.Finish(ErrUDP)
+		return
+	}
+	st.ReportDial(nil)
+	st.SetReadDeadline(time.Now().Add(targetTimeout))
+	uot, pending, err := uotconn.ReadRequest(st)
+	st.SetReadDeadline(time.Time{})
+	if err != nil {
+		log.Debug("anytls: udp-over-tcp stream without a request", "stream", st.ID(), "err", err)
+		st.Finish(err)
+		return
+	}
+	req.Network, req.Target = protocols.NetworkUDP, uot.Target
+	err = h.HandlePacket(ctx, uotconn.Server(st, uot, pending), req)
+	st.Finish(err)
+	if err != nil {
+		log.Debug("anytls: udp-over-tcp ended", "stream", st.ID(), "target", uot.Target.String(), "err", err)
 	}
 }
 

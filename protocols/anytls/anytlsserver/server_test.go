@@ -18,6 +18,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/portico-gw/portico/internal/prototest"
 	"github.com/portico-gw/portico/protocols"
 	"github.com/portico-gw/portico/protocols/anytls/anytlsserver"
 	"github.com/portico-gw/portico/protocols/anytls/internal/anytlstest"
@@ -257,17 +258,42 @@ func TestVersionNegotiation(t *testing.T) {
 	v3.expect(cmdServerSettings, 0, "v=2")
 }
 
-// TestUDPRefused: a stream to udp-over-tcp's magic address gets the
-// cmdSYNACK error, and the handler is not called.
-func TestUDPRefused(t *testing.T) {
+// TestUoTVersion1Refused: a stream to udp-over-tcp version 1's magic
+// address gets the cmdSYNACK error, and the handler is not called.
+func TestUoTVersion1Refused(t *testing.T) {
 	e := newEnv(t, anytlsserver.Options{}, nil)
 	r := e.dial(t)
-	r.send(authBytes(alicePassword, 30), settings("2", defaultMD5), anytlstest.Frame(cmdSYN, 1, ""), anytlstest.Frame(cmdPSH, 1, domainTarget("sp.v2.udp-over-tcp.arpa", 0)))
+	r.send(authBytes(alicePassword, 30), settings("2", defaultMD5), anytlstest.Frame(cmdSYN, 1, ""), anytlstest.Frame(cmdPSH, 1, domainTarget("sp.udp-over-tcp.arpa", 0)))
 	r.expect(cmdServerSettings, 0, "v=2")
-	r.expect(cmdSYNACK, 1, "anytls: UDP not supported yet")
+	r.expect(cmdSYNACK, 1, anytlsserver.ErrUDP.Error())
 	r.expect(cmdFIN, 1, "")
 	if n := len(e.handler.Requests()); n != 0 {
 		t.Errorf("handler called %d times", n)
+	}
+}
+
+// TestUoTConnect: a sing-box udp-over-tcp v2 stream, written from its
+// layout by hand: the magic target, then the request (isConnect 1 and a
+// SOCKS-layout destination), then length-prefixed datagrams. The server
+// acknowledges at once, hands the datagrams to the handler's packet path
+// (here a loopback UDP echo) and frames the replies the same way.
+func TestUoTConnect(t *testing.T) {
+	e := newEnv(t, anytlsserver.Options{}, nil)
+	echo := prototest.UDPEcho(t)
+	ip := echo.IP.As4()
+	request := []byte{1, 1, ip[0], ip[1], ip[2], ip[3], byte(echo.Port >> 8), byte(echo.Port)}
+	r := e.dial(t)
+	r.send(authBytes(alicePassword, 30), settings("2", defaultMD5), anytlstest.Frame(cmdSYN, 1, ""),
+		anytlstest.Frame(cmdPSH, 1, domainTarget("sp.v2.udp-over-tcp.arpa", 0)),
+		anytlstest.Frame(cmdPSH, 1, string(request)+"\x00\x05hello"))
+	r.expect(cmdServerSettings, 0, "v=2")
+	r.expect(cmdSYNACK, 1, "")
+	r.expect(cmdPSH, 1, "\x00\x05hello")
+	r.send(anytlstest.Frame(cmdPSH, 1, "\x00\x03bye"))
+	r.expect(cmdPSH, 1, "\x00\x03bye")
+	reqs := e.handler.Requests()
+	if len(reqs) != 1 || reqs[0].Network != protocols.NetworkUDP || reqs[0].Target != echo {
+		t.Fatalf("handler saw %+v, want one UDP request for %v", reqs, echo)
 	}
 }
 
@@ -532,9 +558,9 @@ func TestLogsNoSecrets(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	e := newEnv(t, anytlsserver.Options{Log: log}, nil)
 	r := e.dial(t)
-	r.send(authBytes(alicePassword, 30), settings("2", defaultMD5), anytlstest.Frame(cmdSYN, 1, ""), anytlstest.Frame(cmdPSH, 1, domainTarget("sp.v2.udp-over-tcp.arpa", 0)))
+	r.send(authBytes(alicePassword, 30), settings("2", defaultMD5), anytlstest.Frame(cmdSYN, 1, ""), anytlstest.Frame(cmdPSH, 1, domainTarget("sp.udp-over-tcp.arpa", 0)))
 	r.expect(cmdServerSettings, 0, "v=2")
-	r.expect(cmdSYNACK, 1, "anytls: UDP not supported yet")
+	r.expect(cmdSYNACK, 1, anytlsserver.ErrUDP.Error())
 	r2 := e.dial(t)
 	r2.send(authBytes("wrong", 30))
 	r2.expectEOF()

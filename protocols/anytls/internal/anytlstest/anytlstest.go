@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/portico-gw/portico/internal/nettest"
+	"github.com/portico-gw/portico/internal/prototest"
 	"github.com/portico-gw/portico/protocols"
 	"github.com/portico-gw/portico/protocols/tunnel"
 )
@@ -143,8 +144,10 @@ func (h *RelayHandler) HandleStream(ctx context.Context, conn net.Conn, req tunn
 }
 
 func (h *RelayHandler) HandlePacket(ctx context.Context, pc tunnel.PacketConn, req tunnel.Request) error {
-	pc.Close()
-	return errors.New("relay: packets not supported")
+	h.mu.Lock()
+	h.requests = append(h.requests, req)
+	h.mu.Unlock()
+	return prototest.RelayPackets(ctx, pc)
 }
 
 // Cert is a self-signed certificate for "localhost" and 127.0.0.1.

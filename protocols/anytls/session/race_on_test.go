@@ -1,0 +1,6 @@
+//go:build race
+
+package session
+
+// raceEnabled: the race detector distorts heap figures.
+const raceEnabled = true
