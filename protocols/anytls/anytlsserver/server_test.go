@@ -297,6 +297,25 @@ func TestUoTConnect(t *testing.T) {
 	}
 }
 
+// TestUoTPerPacketAddress: without connect mode each datagram names its
+// address in udp-over-tcp's own layout (IPv4 is 0x00 here, where the
+// request's SOCKS layout says 0x01), and each reply names its source.
+func TestUoTPerPacketAddress(t *testing.T) {
+	e := newEnv(t, anytlsserver.Options{}, nil)
+	echo := prototest.UDPEcho(t)
+	ip := echo.IP.As4()
+	port := []byte{byte(echo.Port >> 8), byte(echo.Port)}
+	request := append([]byte{0, 1, ip[0], ip[1], ip[2], ip[3]}, port...)
+	addr := append([]byte{0, ip[0], ip[1], ip[2], ip[3]}, port...)
+	r := e.dial(t)
+	r.send(authBytes(alicePassword, 30), settings("2", defaultMD5), anytlstest.Frame(cmdSYN, 1, ""),
+		anytlstest.Frame(cmdPSH, 1, domainTarget("sp.v2.udp-over-tcp.arpa", 0)),
+		anytlstest.Frame(cmdPSH, 1, string(request)+string(addr)+"\x00\x04ping"))
+	r.expect(cmdServerSettings, 0, "v=2")
+	r.expect(cmdSYNACK, 1, "")
+	r.expect(cmdPSH, 1, string(addr)+"\x00\x04ping")
+}
+
 // TestWasteAndUnknown: cmdWaste and commands the server does not know are
 // read and dropped, data and all.
 func TestWasteAndUnknown(t *testing.T) {
