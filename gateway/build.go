@@ -98,7 +98,8 @@ func New(cfg *Config, opts Options) (*Gateway, error) {
 		rules = append(rules, r)
 	}
 	g.router, err = NewRouter(RouterOptions{Outbounds: outs, Default: defOut, Rules: rules,
-		Idle: cfg.Timeouts.Idle.Or(5 * time.Minute), DialTimeout: cfg.Timeouts.Dial.Or(10 * time.Second), Log: g.log})
+		Idle: cfg.Timeouts.Idle.Or(5 * time.Minute), DialTimeout: cfg.Timeouts.Dial.Or(10 * time.Second), Log: g.log,
+		MaxAssociations: cfg.UDP.MaxAssociations, MaxAssociationsPerClient: cfg.UDP.MaxAssociationsPerClient})
 	if err != nil {
 		return nil, err
 	}

@@ -21,6 +21,14 @@ type Config struct {
 	Outbounds []OutboundConfig `json:"outbounds"` // the first is the default; none = direct
 	Routing   RoutingConfig    `json:"routing"`
 	Timeouts  TimeoutConfig    `json:"timeouts"`
+	UDP       UDPConfig        `json:"udp"`
+}
+
+// UDPConfig bounds the UDP associations relayed at once; at a bound the
+// oldest association is ended.
+type UDPConfig struct {
+	MaxAssociations          int `json:"maxAssociations"`          // overall; default 4096
+	MaxAssociationsPerClient int `json:"maxAssociationsPerClient"` // per client IP; default 256
 }
 
 // LogConfig chooses the log level and format.
@@ -246,6 +254,9 @@ var (
 func (c *Config) check() error {
 	if err := c.Log.check(); err != nil {
 		return err
+	}
+	if c.UDP.MaxAssociations < 0 || c.UDP.MaxAssociationsPerClient < 0 {
+		return fmt.Errorf("udp: maxAssociations and maxAssociationsPerClient must not be negative (0 = the defaults)")
 	}
 	tags := map[string]string{}
 	routes := map[string]string{} // transport route -> the inbound that has it

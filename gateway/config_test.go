@@ -42,6 +42,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"dup tag", `{"inbounds": [{"tag": "a", "protocol": "mixed", "listen": ":1"}, {"tag": "a", "protocol": "socks", "listen": ":2"}]}`, `inbounds[1].tag: "a" is already the tag of inbounds[0]`},
 		{"log level", `{"log": {"level": "loud"}, "server": {}}`, `log.level: "loud"`},
 		{"empty", `{}`, "inbounds: empty; nothing to serve"},
+		{"udp bounds", `{"server": {}, "udp": {"maxAssociations": -1}}`, "udp: maxAssociations and maxAssociationsPerClient must not be negative"},
 		{"vmess detour", `{"server": {}, "inbounds": [{"protocol": "vmess", "settings": {"clients": [{"id": "` + goodUUID + `"}], "detour": {"to": "dyn"}}}]}`, `"default" and "detour" (V2Ray's dynamic port) are not supported`},
 		{"vmess alterId", `{"server": {}, "inbounds": [{"protocol": "vmess", "settings": {"clients": [{"id": "` + goodUUID + `", "alterId": 70000}]}}]}`, "inbounds[0].settings.clients[0].alterId: 70000 is not from 0 to 65535"},
 		{"vmess security", `{"inbounds": [{"protocol": "mixed", "listen": ":1"}], "outbounds": [{"protocol": "vmess", "settings": {"vnext": [{"address": "a", "port": 1, "users": [{"id": "` + goodUUID + `", "security": "aes-256-gcm"}]}]}}]}`, `outbounds[0].settings.vnext[0].users[0].security: "aes-256-gcm" is not one of`},

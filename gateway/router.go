@@ -88,6 +88,8 @@ type Router struct {
 	dialTimeout time.Duration
 	stats       *Stats
 
+	assocs *associations // UDP associations, bounded
+
 	// Open tunnels, and who waits for there to be none. Not a WaitGroup:
 	// tunnels may start while Shutdown waits, which WaitGroup forbids.
 	mu      sync.Mutex
@@ -104,6 +106,10 @@ type RouterOptions struct {
 	DialTimeout time.Duration // zero = 10 s
 	Log         *slog.Logger
 	Stats       *Stats // nil = a fresh one
+	// MaxAssociations and MaxAssociationsPerClient bound the UDP
+	// associations relayed at once (zero: the defaults, 4096 and 256); at a
+	// bound the oldest is ended.
+	MaxAssociations, MaxAssociationsPerClient int
 }
 
 // NewRouter checks that every rule names a known outbound.
@@ -116,7 +122,8 @@ func NewRouter(o RouterOptions) (*Router, error) {
 			return nil, fmt.Errorf("router: rule %d: outbound %q does not exist", i, r.Outbound)
 		}
 	}
-	rt := &Router{outbounds: o.Outbounds, defaultOut: o.Default, rules: o.Rules,
+	rt := &Router{assocs: newAssociations(o.MaxAssociations, o.MaxAssociationsPerClient),
+		outbounds: o.Outbounds, defaultOut: o.Default, rules: o.Rules,
 		log: o.Log, idle: o.Idle, dialTimeout: o.DialTimeout, stats: o.Stats}
 	if rt.log == nil {
 		rt.log = slog.Default()
@@ -284,7 +291,15 @@ func (rt *Router) HandlePacket(ctx context.Context, pc tunnel.PacketConn, req tu
 			"duration", time.Since(start).Round(time.Millisecond), "err", err)...)
 		return err
 	}
-	res := RelayPackets(ctx, pc, target, req.Target, PacketRelayOptions{Counter: rt.stats.User(req.User), Dial: dial, Same: same})
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	remove, ended := rt.assocs.add(req.Source.Addr(), cancel)
+	defer remove()
+	if ended > 0 && rt.assocs.warnNow(10*time.Second) {
+		rt.log.Warn("udp association limit reached: oldest associations ended", "client", req.Source.Addr().String(),
+			"per_client", rt.assocs.perClient, "max", rt.assocs.max, "ended_so_far", rt.assocs.evicted.Load())
+	}
+	res := RelayPackets(actx, pc, target, req.Target, PacketRelayOptions{Counter: rt.stats.User(req.User), Dial: dial, Same: same})
 	attrs := append(tunnelAttrs(&req, outTag),
 		"up_packets", res.UpPackets, "down_packets", res.DownPackets, "up", res.Up, "down", res.Down,
 		"duration", time.Since(start).Round(time.Millisecond))
