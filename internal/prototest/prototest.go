@@ -282,10 +282,18 @@ func StartV2Ray(t testing.TB, config any, env []string, waitFor ...string) *V2Ra
 	return v
 }
 
-// Exchange writes size pseudo-random bytes to conn (through an echo
-// server) while reading size bytes back, and compares their SHA-256 sums.
-// It does not close conn.
+// Exchange writes size pseudo-random bytes (seeded) to conn, through an
+// echo server, in 32 KiB writes while reading size bytes back, and compares
+// their SHA-256 sums. It does not close conn.
 func Exchange(conn net.Conn, size int64, seed uint64) error {
+	rng := mathrand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8), 1})
+	return ExchangeWith(conn, size, 32<<10, func(p []byte) { rng.Read(p) })
+}
+
+// ExchangeWith is Exchange with the write size and the byte source chosen
+// by the caller: an odd size crosses a framed protocol's frame edges, a
+// source with position tags shows where a stream went wrong.
+func ExchangeWith(conn net.Conn, size int64, chunk int, fill func([]byte)) error {
 	type result struct {
 		sum [32]byte
 		err error
@@ -293,11 +301,10 @@ func Exchange(conn net.Conn, size int64, seed uint64) error {
 	sent := make(chan result, 1)
 	go func() {
 		h := sha256.New()
-		rng := mathrand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8), 1})
-		buf := make([]byte, 32<<10)
+		buf := make([]byte, chunk)
 		for left := size; left > 0; {
 			n := int(min(int64(len(buf)), left))
-			rng.Read(buf[:n])
+			fill(buf[:n])
 			h.Write(buf[:n])
 			if _, err := conn.Write(buf[:n]); err != nil {
 				sent <- result{err: fmt.Errorf("write after %d bytes: %w", size-left, err)}

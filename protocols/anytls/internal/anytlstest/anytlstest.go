@@ -11,13 +11,11 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"io"
 	"math/big"
 	mathrand "math/rand/v2"
@@ -37,48 +35,6 @@ import (
 func Echo(t testing.TB) protocols.Addr {
 	t.Helper()
 	return protocols.AddrFromAddrPort(nettest.Echo(t).AddrPort())
-}
-
-// Exchange writes size pseudo-random bytes to conn (through an echo) while
-// reading size bytes back, and compares their SHA-256 sums. It does not
-// close conn.
-func Exchange(conn net.Conn, size int64, seed uint64) error {
-	type result struct {
-		sum [32]byte
-		err error
-	}
-	sent := make(chan result, 1)
-	go func() {
-		h := sha256.New()
-		rng := mathrand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8), 2})
-		buf := make([]byte, 24<<10+7) // an odd size, to cross frame edges
-		for left := size; left > 0; {
-			n := int(min(int64(len(buf)), left))
-			rng.Read(buf[:n])
-			h.Write(buf[:n])
-			if _, err := conn.Write(buf[:n]); err != nil {
-				sent <- result{err: fmt.Errorf("write after %d bytes: %w", size-left, err)}
-				return
-			}
-			left -= int64(n)
-		}
-		var r result
-		h.Sum(r.sum[:0])
-		sent <- r
-	}()
-	h := sha256.New()
-	got, rerr := io.CopyN(h, conn, size)
-	w := <-sent
-	if rerr != nil {
-		return fmt.Errorf("read %d of %d bytes: %w (writer: %v)", got, size, rerr, w.err)
-	}
-	if w.err != nil {
-		return w.err
-	}
-	if !bytes.Equal(h.Sum(nil), w.sum[:]) {
-		return fmt.Errorf("SHA-256 of the %d bytes read back differs from the bytes written", size)
-	}
-	return nil
 }
 
 // CloseWrite half-closes c when it can.
@@ -351,4 +307,12 @@ func Eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// Exchange writes size seeded pseudo-random bytes to conn (through an echo)
+// in writes of an odd size, to cross frame edges, while reading them back,
+// and compares SHA-256 sums. It does not close conn.
+func Exchange(conn net.Conn, size int64, seed uint64) error {
+	rng := mathrand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8), 2})
+	return prototest.ExchangeWith(conn, size, 24<<10+7, func(p []byte) { rng.Read(p) })
 }

@@ -10,6 +10,7 @@ import (
 // these names keep this package's tests reading as before.
 var (
 	Echo         = prototest.Echo
+	Exchange     = prototest.Exchange
 	CloseWrite   = prototest.CloseWrite
 	RelayPackets = prototest.RelayPackets
 	UDPEcho      = prototest.UDPEcho

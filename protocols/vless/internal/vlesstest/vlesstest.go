@@ -5,21 +5,17 @@
 package vlesstest
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
-	"fmt"
 	"io"
 	"math/big"
-	mathrand "math/rand/v2"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -29,48 +25,6 @@ import (
 	"github.com/portico-gw/portico/protocols"
 	"github.com/portico-gw/portico/protocols/tunnel"
 )
-
-// Exchange writes size pseudo-random bytes to conn (through an echo
-// server) while reading size bytes back, and compares their SHA-256 sums.
-// It does not close conn.
-func Exchange(conn net.Conn, size int64, seed uint64) error {
-	type result struct {
-		sum [32]byte
-		err error
-	}
-	sent := make(chan result, 1)
-	go func() {
-		h := sha256.New()
-		rng := mathrand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8), 1})
-		buf := make([]byte, 32<<10)
-		for left := size; left > 0; {
-			n := int(min(int64(len(buf)), left))
-			rng.Read(buf[:n])
-			h.Write(buf[:n])
-			if _, err := conn.Write(buf[:n]); err != nil {
-				sent <- result{err: fmt.Errorf("write after %d bytes: %w", size-left, err)}
-				return
-			}
-			left -= int64(n)
-		}
-		var r result
-		h.Sum(r.sum[:0])
-		sent <- r
-	}()
-	h := sha256.New()
-	got, rerr := io.CopyN(h, conn, size)
-	w := <-sent
-	if rerr != nil {
-		return fmt.Errorf("read %d of %d bytes: %w (writer: %v)", got, size, rerr, w.err)
-	}
-	if w.err != nil {
-		return w.err
-	}
-	if !bytes.Equal(h.Sum(nil), w.sum[:]) {
-		return fmt.Errorf("SHA-256 of the %d bytes read back differs from the bytes written", size)
-	}
-	return nil
-}
 
 // RelayHandler is a tunnel.Handler that dials the request's target and
 // relays both ways with io.Copy, recording every request. Like the

@@ -6,12 +6,10 @@
 package vmesstest
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -32,6 +30,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portico-gw/portico/internal/prototest"
 	"github.com/portico-gw/portico/protocols"
 	"github.com/portico-gw/portico/protocols/tunnel"
 )
@@ -69,48 +68,6 @@ func (g *Pattern) Next(p []byte) {
 		}
 		p, g.off = p[n:], g.off+int64(n)
 	}
-}
-
-// Exchange writes size bytes of NewPattern(seed) to conn (through an echo
-// server) while reading size bytes back, and compares their SHA-256 sums.
-// It does not close conn.
-func Exchange(conn net.Conn, size int64, seed uint64) error {
-	type result struct {
-		sum [32]byte
-		err error
-	}
-	sent := make(chan result, 1)
-	go func() {
-		h := sha256.New()
-		g := NewPattern(seed)
-		buf := make([]byte, piece)
-		for left := size; left > 0; {
-			n := int(min(int64(len(buf)), left))
-			g.Next(buf[:n])
-			h.Write(buf[:n])
-			if _, err := conn.Write(buf[:n]); err != nil {
-				sent <- result{err: fmt.Errorf("write after %d bytes: %w", size-left, err)}
-				return
-			}
-			left -= int64(n)
-		}
-		var r result
-		h.Sum(r.sum[:0])
-		sent <- r
-	}()
-	h := sha256.New()
-	got, rerr := io.CopyN(h, conn, size)
-	w := <-sent
-	if rerr != nil {
-		return fmt.Errorf("read %d of %d bytes: %w (writer: %v)", got, size, rerr, w.err)
-	}
-	if w.err != nil {
-		return w.err
-	}
-	if !bytes.Equal(h.Sum(nil), w.sum[:]) {
-		return fmt.Errorf("SHA-256 of the %d bytes read back differs from the bytes written", size)
-	}
-	return nil
 }
 
 // RelayHandler is a tunnel.Handler that dials the request's target and
@@ -391,4 +348,11 @@ func (d *FakeDialer) DialConn(ctx context.Context) (net.Conn, error) {
 	}
 	d.Conns = append(d.Conns, c)
 	return c.Half(), nil
+}
+
+// Exchange writes size bytes of NewPattern(seed) to conn (through an echo
+// server) in piece-sized writes while reading them back, and compares
+// SHA-256 sums; the pattern's offset tags show where a stream went wrong.
+func Exchange(conn net.Conn, size int64, seed uint64) error {
+	return prototest.ExchangeWith(conn, size, piece, NewPattern(seed).Next)
 }
