@@ -3,8 +3,9 @@
 GO ?= go
 # The pure codec packages: they must build for WebAssembly.
 CODEC_PKGS := ./protocols ./protocols/links ./protocols/vless ./protocols/anytls ./protocols/vmess ./wasm/api
-# Packages with allocation tests (TestXxxAllocs…), run without -race.
-ALLOC_PKGS := ./gateway ./protocols/vmess ./protocols/vmess/internal/vmessconn
+# Packages with allocation and memory tests (TestXxxAllocs…, TestXxxMemory), run
+# without -race (which distorts both).
+ALLOC_PKGS := ./gateway ./protocols/vmess ./protocols/vmess/internal/vmessconn ./protocols/anytls/session
 
 .PHONY: test peers vet race allocs wasm fuzz-short fuzz build
 
@@ -21,9 +22,10 @@ vet:
 race:
 	PORTICO_REQUIRE_PEERS=1 $(GO) test -race -count=1 -timeout 20m ./...
 
-# Allocation tests need a build without -race (it makes sync.Pool drop items).
+# Allocation and heap tests need a build without -race (it makes sync.Pool
+# drop items and adds shadow memory).
 allocs:
-	$(GO) test -count=1 -run 'Allocs' $(ALLOC_PKGS)
+	$(GO) test -count=1 -run 'Allocs|Memory' $(ALLOC_PKGS)
 
 wasm:
 	GOOS=js GOARCH=wasm $(GO) build $(CODEC_PKGS)
