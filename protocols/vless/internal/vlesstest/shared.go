@@ -37,3 +37,9 @@ func StartV2Ray(t testing.TB, config any, waitFor ...string) *V2Ray {
 	t.Helper()
 	return prototest.StartV2Ray(t, config, nil, waitFor...)
 }
+
+// Cert is a self-signed certificate for tests (internal/prototest).
+type Cert = prototest.Cert
+
+// SelfSigned makes a fresh self-signed certificate for "localhost".
+var SelfSigned = prototest.SelfSigned

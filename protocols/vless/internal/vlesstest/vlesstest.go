@@ -6,16 +6,9 @@ package vlesstest
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -144,53 +137,6 @@ func (l *CountingListener) Accept() (net.Conn, error) {
 
 // Accepted is the number of connections accepted so far.
 func (l *CountingListener) Accepted() int64 { return l.n.Load() }
-
-// Cert is a self-signed certificate for "localhost" and 127.0.0.1.
-type Cert struct {
-	TLS     tls.Certificate
-	CertPEM []byte
-	KeyPEM  []byte
-	Pool    *x509.CertPool
-}
-
-// SelfSigned makes a fresh self-signed ECDSA certificate.
-func SelfSigned(t testing.TB) Cert {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: "localhost"},
-		DNSNames:              []string{"localhost"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := Cert{
-		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
-		Pool:    x509.NewCertPool(),
-	}
-	if c.TLS, err = tls.X509KeyPair(c.CertPEM, c.KeyPEM); err != nil {
-		t.Fatal(err)
-	}
-	c.Pool.AppendCertsFromPEM(c.CertPEM)
-	return c
-}
 
 // Serve accepts on ln until it is closed and runs srv on every
 // connection, wrapped in TLS when cfg is not nil. ServeConn errors are sent

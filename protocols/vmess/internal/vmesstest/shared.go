@@ -27,3 +27,9 @@ var (
 	StartV2Ray = prototest.StartV2Ray
 	V2RayPath  = prototest.V2RayPath
 )
+
+// Cert is a self-signed certificate for tests (internal/prototest).
+type Cert = prototest.Cert
+
+// SelfSigned makes a fresh self-signed certificate for "localhost".
+var SelfSigned = prototest.SelfSigned

@@ -7,23 +7,15 @@ package vmesstest
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	mathrand "math/rand/v2"
 	"net"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -125,71 +117,6 @@ func (h *RelayHandler) HandlePacket(ctx context.Context, pc tunnel.PacketConn, r
 	h.requests = append(h.requests, req)
 	h.mu.Unlock()
 	return RelayPackets(ctx, pc)
-}
-
-// Cert is a self-signed certificate for "localhost" and 127.0.0.1.
-type Cert struct {
-	TLS               tls.Certificate
-	CertPEM, KeyPEM   []byte
-	Pool              *x509.CertPool
-	CertFile, KeyFile string // written by Files
-}
-
-// SelfSigned makes a fresh self-signed ECDSA certificate.
-func SelfSigned(t testing.TB) Cert {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: "localhost"},
-		DNSNames:              []string{"localhost"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := Cert{
-		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
-		Pool:    x509.NewCertPool(),
-	}
-	if c.TLS, err = tls.X509KeyPair(c.CertPEM, c.KeyPEM); err != nil {
-		t.Fatal(err)
-	}
-	c.Pool.AppendCertsFromPEM(c.CertPEM)
-	dir := t.TempDir()
-	c.CertFile, c.KeyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(c.CertFile, c.CertPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(c.KeyFile, c.KeyPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-// ServerTLS is a tls.Config serving c.
-func (c Cert) ServerTLS() *tls.Config {
-	return &tls.Config{Certificates: []tls.Certificate{c.TLS}}
-}
-
-// ClientTLS is a tls.Config trusting c for "localhost".
-func (c Cert) ClientTLS() *tls.Config {
-	return &tls.Config{RootCAs: c.Pool, ServerName: "localhost"}
 }
 
 // Serve accepts on ln until it is closed and runs srv on every
