@@ -27,6 +27,15 @@ type Request struct {
 	Source    netip.AddrPort    // the client as the gateway saw it (after trusted-proxy headers)
 	Inbound   string            // the inbound's tag, for routing and counters
 	Transport string            // "tls", "ws", "grpc", … for logs and metrics
+
+	// Association groups UDP tunnels that belong to one client
+	// association but arrive as separate tunnels (VLESS v1 udp_multi
+	// opens one per remote). Tunnels of one inbound with the same
+	// non-empty Association share one outbound mapping: with a full-cone
+	// gateway, one UDP socket, so every remote sees one mapped address and
+	// may reach the client through any of them. Empty: the tunnel is an
+	// association of its own. An opaque key, never logged.
+	Association string
 }
 
 // Handler receives authenticated tunnels. The gateway's router implements
@@ -124,6 +133,17 @@ type PacketConn interface {
 	ReadPacket(b []byte) (n int, from protocols.Addr, err error)
 	WritePacket(b []byte, to protocols.Addr) error
 	Close() error
+}
+
+// MultiSource is implemented by a server-side [PacketConn] whose
+// WritePacket tells the client each datagram's source (VLESS v1, AnyTLS
+// udp-over-tcp in per-packet-address mode, SOCKS5): datagrams from remotes
+// the client never sent to can reach it, which a full-cone gateway allows.
+// A PacketConn without it (VLESS v0, VMess, AnyTLS connect mode) presents
+// every datagram as coming from the tunnel's target, so the gateway gives
+// it only datagrams from addresses it has sent to.
+type MultiSource interface {
+	MultiSource() bool
 }
 
 // ErrOtherDestination is wrapped by WritePacket of a [PacketConn] that
