@@ -99,7 +99,7 @@ func New(cfg *Config, opts Options) (*Gateway, error) {
 	}
 	g.router, err = NewRouter(RouterOptions{Outbounds: outs, Default: defOut, Rules: rules,
 		Idle: cfg.Timeouts.Idle.Or(5 * time.Minute), DialTimeout: cfg.Timeouts.Dial.Or(10 * time.Second), Log: g.log,
-		MaxAssociations: cfg.UDP.MaxAssociations, MaxAssociationsPerClient: cfg.UDP.MaxAssociationsPerClient})
+		MaxAssociations: cfg.UDP.MaxAssociations, MaxAssociationsPerClient: cfg.UDP.MaxAssociationsPerClient, NAT: cfg.UDP.NAT})
 	if err != nil {
 		return nil, err
 	}
@@ -253,7 +253,8 @@ func buildOutbounds(list []OutboundConfig) (map[string]tunnel.Dialer, string, er
 			}
 			c, err := anytlsclient.New(anytlsclient.Options{Password: s.Password, Carrier: carrier,
 				IdleSessionCheckInterval: time.Duration(s.IdleSessionCheckInterval),
-				IdleSessionTimeout:       time.Duration(s.IdleSessionTimeout), MinIdleSession: s.MinIdleSession})
+				IdleSessionTimeout:       time.Duration(s.IdleSessionTimeout), MinIdleSession: s.MinIdleSession,
+				UDPPerPacket: s.UDPPerPacket})
 			if err != nil {
 				return nil, "", fmt.Errorf("outbounds[%d]: %w", i, err)
 			}

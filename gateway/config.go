@@ -29,6 +29,10 @@ type Config struct {
 type UDPConfig struct {
 	MaxAssociations          int `json:"maxAssociations"`          // overall; default 4096
 	MaxAssociationsPerClient int `json:"maxAssociationsPerClient"` // per client IP; default 256
+	// NAT is "full-cone" (default: endpoint-independent mapping and
+	// filtering) or "symmetric" (a socket per tunnel, replies only from
+	// IPs it sent to); docs/protocols/vless-v1.md §9.3.
+	NAT string `json:"nat"`
 }
 
 // LogConfig chooses the log level and format.
@@ -257,6 +261,9 @@ func (c *Config) check() error {
 	}
 	if c.UDP.MaxAssociations < 0 || c.UDP.MaxAssociationsPerClient < 0 {
 		return fmt.Errorf("udp: maxAssociations and maxAssociationsPerClient must not be negative (0 = the defaults)")
+	}
+	if n := c.UDP.NAT; n != "" && n != NATFullCone && n != NATSymmetric {
+		return fmt.Errorf("udp.nat: %q: want %q (the default) or %q", n, NATFullCone, NATSymmetric)
 	}
 	tags := map[string]string{}
 	routes := map[string]string{} // transport route -> the inbound that has it

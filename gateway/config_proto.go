@@ -89,6 +89,10 @@ type AnyTLSOutbound struct {
 	IdleSessionCheckInterval Duration `json:"idleSessionCheckInterval"` // default 30s
 	IdleSessionTimeout       Duration `json:"idleSessionTimeout"`       // default 60s
 	MinIdleSession           int      `json:"minIdleSession"`
+	// UDPPerPacket sends UDP in udp-over-tcp's per-packet-address mode
+	// (one stream for every destination; full cone with a full-cone
+	// server) instead of connect mode.
+	UDPPerPacket bool `json:"udpPerPacket"`
 }
 
 // LocalProxyInbound is inbounds[].settings for mixed, socks and http.

@@ -19,6 +19,8 @@ type Direct struct {
 	// Bind is the local address to dial from; the zero value lets the
 	// system choose.
 	Bind netip.Addr
+
+	nat natTable // shared UDP mappings (full cone)
 }
 
 // DialStream implements tunnel.Dialer.
@@ -37,12 +39,24 @@ func (d *Direct) DialStream(ctx context.Context, dst protocols.Addr) (net.Conn, 
 // accepts replies only from IPs it has sent to (address-dependent
 // filtering, RFC 4787 §5). dst is not contacted until the first
 // WritePacket.
+//
+// The router's policy in ctx changes that for a full-cone gateway: with
+// anySource the conn accepts datagrams from anyone, and with a mapping key
+// the tunnels of one association share one socket (a view on it each).
 func (d *Direct) DialPacket(ctx context.Context, dst protocols.Addr) (tunnel.PacketConn, error) {
 	timeout := d.Timeout
 	if timeout == 0 {
 		timeout = 10 * time.Second
 	}
-	pc, err := newDirectPacketConn(d.Bind, timeout)
+	pol := packetPolicyFrom(ctx)
+	if pol.mapping != "" {
+		v, err := d.nat.join(pol.mapping, d.Bind, timeout)
+		if err != nil {
+			return nil, fmt.Errorf("direct: udp for %v: %w", dst, err)
+		}
+		return v, nil
+	}
+	pc, err := newDirectPacketConn(d.Bind, timeout, pol.anySource)
 	if err != nil {
 		return nil, fmt.Errorf("direct: udp for %v: %w", dst, err)
 	}

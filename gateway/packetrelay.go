@@ -306,11 +306,12 @@ func (r *packetRelay) down(c tunnel.PacketConn, primary bool) {
 //
 // Filtering is address-dependent (RFC 4787 §5, "address-restricted"): a
 // datagram is accepted only from an IP this association has sent to, from
-// any port of it. Others are dropped. Endpoint-independent filtering
-// ("full cone") is a later step.
+// any port of it; others are dropped. With anySource every datagram is
+// accepted (endpoint-independent filtering: full cone).
 type directPacketConn struct {
-	conn    *net.UDPConn
-	timeout time.Duration // bounds one name resolution
+	conn      *net.UDPConn
+	timeout   time.Duration // bounds one name resolution
+	anySource bool
 
 	mu    sync.Mutex
 	sent  map[netip.Addr]struct{} // IPs sent to; guarded by mu
@@ -320,7 +321,7 @@ type directPacketConn struct {
 // maxPacketPeers bounds the per-association tables of a directPacketConn.
 const maxPacketPeers = 4096
 
-func newDirectPacketConn(bind netip.Addr, timeout time.Duration) (*directPacketConn, error) {
+func newDirectPacketConn(bind netip.Addr, timeout time.Duration, anySource bool) (*directPacketConn, error) {
 	var laddr *net.UDPAddr
 	if bind.IsValid() {
 		laddr = &net.UDPAddr{IP: bind.AsSlice()}
@@ -329,7 +330,7 @@ func newDirectPacketConn(bind netip.Addr, timeout time.Duration) (*directPacketC
 	if err != nil {
 		return nil, err
 	}
-	return &directPacketConn{conn: c, timeout: timeout,
+	return &directPacketConn{conn: c, timeout: timeout, anySource: anySource,
 		sent: map[netip.Addr]struct{}{}, names: map[string]netip.Addr{}}, nil
 }
 
@@ -391,7 +392,8 @@ func (d *directPacketConn) WritePacket(b []byte, dst protocols.Addr) error {
 	return nil
 }
 
-// ReadPacket returns the next datagram from an IP this conn has sent to.
+// ReadPacket returns the next datagram from an IP this conn has sent to
+// (from anyone, with anySource).
 func (d *directPacketConn) ReadPacket(b []byte) (int, protocols.Addr, error) {
 	for {
 		n, ap, err := d.conn.ReadFromUDPAddrPort(b)
@@ -399,6 +401,9 @@ func (d *directPacketConn) ReadPacket(b []byte) (int, protocols.Addr, error) {
 			return 0, protocols.Addr{}, fmt.Errorf("direct: udp: %w", err)
 		}
 		from := protocols.AddrFromAddrPort(ap)
+		if d.anySource {
+			return n, from, nil
+		}
 		d.mu.Lock()
 		_, ok := d.sent[from.IP]
 		d.mu.Unlock()

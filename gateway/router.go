@@ -88,7 +88,8 @@ type Router struct {
 	dialTimeout time.Duration
 	stats       *Stats
 
-	assocs *associations // UDP associations, bounded
+	assocs   *associations // UDP associations, bounded
+	fullCone bool
 
 	// Open tunnels, and who waits for there to be none. Not a WaitGroup:
 	// tunnels may start while Shutdown waits, which WaitGroup forbids.
@@ -110,6 +111,9 @@ type RouterOptions struct {
 	// associations relayed at once (zero: the defaults, 4096 and 256); at a
 	// bound the oldest is ended.
 	MaxAssociations, MaxAssociationsPerClient int
+	// NAT is the UDP behaviour: NATFullCone (the default, "") or
+	// NATSymmetric.
+	NAT string
 }
 
 // NewRouter checks that every rule names a known outbound.
@@ -122,7 +126,10 @@ func NewRouter(o RouterOptions) (*Router, error) {
 			return nil, fmt.Errorf("router: rule %d: outbound %q does not exist", i, r.Outbound)
 		}
 	}
-	rt := &Router{assocs: newAssociations(o.MaxAssociations, o.MaxAssociationsPerClient),
+	if o.NAT != "" && o.NAT != NATFullCone && o.NAT != NATSymmetric {
+		return nil, fmt.Errorf("router: udp nat %q: want %q or %q", o.NAT, NATFullCone, NATSymmetric)
+	}
+	rt := &Router{assocs: newAssociations(o.MaxAssociations, o.MaxAssociationsPerClient), fullCone: o.NAT != NATSymmetric,
 		outbounds: o.Outbounds, defaultOut: o.Default, rules: o.Rules,
 		log: o.Log, idle: o.Idle, dialTimeout: o.DialTimeout, stats: o.Stats}
 	if rt.log == nil {
@@ -266,6 +273,7 @@ func (rt *Router) HandlePacket(ctx context.Context, pc tunnel.PacketConn, req tu
 	defer rt.leave()
 	start := time.Now()
 	outTag := rt.pick(&req)
+	ctx = withPacketPolicy(ctx, rt.packetPolicy(pc, &req))
 	// Every later destination is routed too, so that a rule (a blocked
 	// range, say) holds for all packets of the association, not only the
 	// first.
@@ -314,6 +322,24 @@ func (rt *Router) HandlePacket(ctx context.Context, pc tunnel.PacketConn, req tu
 	}
 	rt.log.Info("udp association", attrs...)
 	return res.Err
+}
+
+// packetPolicy says how Direct treats this tunnel's datagrams: on a
+// full-cone gateway, a tunnel that can name each datagram's source gets
+// datagrams from anyone, and the tunnels of one association share a socket.
+func (rt *Router) packetPolicy(pc tunnel.PacketConn, req *tunnel.Request) packetPolicy {
+	if !rt.fullCone {
+		return packetPolicy{}
+	}
+	ms, ok := pc.(tunnel.MultiSource)
+	if !ok || !ms.MultiSource() {
+		return packetPolicy{}
+	}
+	p := packetPolicy{anySource: true}
+	if req.Association != "" {
+		p.mapping = req.Inbound + "\x00" + req.Association
+	}
+	return p
 }
 
 func tunnelAttrs(req *tunnel.Request, out string) []any {

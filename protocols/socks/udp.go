@@ -185,6 +185,10 @@ func (a *udpAssoc) ReadPacket(b []byte) (int, protocols.Addr, error) {
 	return n, dst, nil
 }
 
+// MultiSource implements tunnel.MultiSource: every SOCKS5 UDP header
+// names the datagram's source.
+func (a *udpAssoc) MultiSource() bool { return true }
+
 // WritePacket implements tunnel.PacketConn: it sends b to the client with
 // a header saying it came from from.
 func (a *udpAssoc) WritePacket(b []byte, from protocols.Addr) error {

@@ -53,6 +53,13 @@ type Options struct {
 	// streams.
 	MinIdleSession int
 
+	// UDPPerPacket makes DialPacket use udp-over-tcp's per-packet-address
+	// mode: one stream carries datagrams to and from any address, so a
+	// full-cone server can hand over datagrams from remotes the client
+	// never sent to. Off: connect mode, one destination per stream, as
+	// AnyTLS clients commonly do.
+	UDPPerPacket bool
+
 	Now  func() time.Time // the clock for idle times; nil means time.Now
 	Rand io.Reader        // randomness for padding sizes; nil means crypto/rand
 	Log  *slog.Logger     // nil: discard
@@ -96,6 +103,7 @@ type Client struct {
 	log           *slog.Logger
 	padding       atomic.Pointer[anytls.Scheme]
 	synAckTimeout time.Duration // 0: session's default; tests shorten it
+	udpPerPacket  bool
 
 	mu       sync.Mutex
 	closed   bool
@@ -136,6 +144,7 @@ func New(opts Options) (*Client, error) {
 		checkInterval: opts.IdleSessionCheckInterval,
 		idleTimeout:   opts.IdleSessionTimeout,
 		minIdle:       opts.MinIdleSession,
+		udpPerPacket:  opts.UDPPerPacket,
 		now:           opts.Now,
 		log:           opts.Log,
 		sessions:      map[*session.Session]*entry{},
@@ -196,10 +205,13 @@ func (c *Client) DialStream(ctx context.Context, dst protocols.Addr) (net.Conn, 
 	}
 }
 
-// DialPacket opens a udp-over-tcp v2 stream in connect mode: its packets go
-// to dst and come from dst (sing-box's layout, as AnyTLS clients use it).
+// DialPacket opens a udp-over-tcp v2 stream (sing-box's layout). In
+// connect mode (the default) its packets go to dst and come from dst; with
+// UDPPerPacket each packet names its destination, and each reply its
+// source.
 func (c *Client) DialPacket(ctx context.Context, dst protocols.Addr) (tunnel.PacketConn, error) {
-	req, err := anytls.AppendUoTRequest(nil, anytls.UoTRequest{Connect: true, Target: dst})
+	connect := !c.udpPerPacket
+	req, err := anytls.AppendUoTRequest(nil, anytls.UoTRequest{Connect: connect, Target: dst})
 	if err != nil {
 		return nil, fmt.Errorf("anytls: dial udp %v: %w", dst, err)
 	}
@@ -211,7 +223,7 @@ func (c *Client) DialPacket(ctx context.Context, dst protocols.Addr) (tunnel.Pac
 		st.Close()
 		return nil, fmt.Errorf("anytls: dial udp %v: %w", dst, err)
 	}
-	return uotconn.Client(st, dst), nil
+	return uotconn.Client(st, dst, connect), nil
 }
 
 // PaddingScheme is the scheme new writes are shaped by: the default until

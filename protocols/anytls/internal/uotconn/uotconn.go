@@ -44,10 +44,10 @@ func Server(stream net.Conn, req anytls.UoTRequest, pending []byte) *Conn {
 	return c
 }
 
-// Client wraps a stream on which the client has sent (or will send with
-// its first packet) a connect-mode request for target.
-func Client(stream net.Conn, target protocols.Addr) *Conn {
-	return &Conn{stream: stream, connect: true, target: target, client: true, rbuf: make([]byte, maxPacket)}
+// Client wraps a stream on which the client has sent a request for target,
+// in connect mode or not.
+func Client(stream net.Conn, target protocols.Addr, connect bool) *Conn {
+	return &Conn{stream: stream, connect: connect, target: target, client: true, rbuf: make([]byte, maxPacket)}
 }
 
 // ReadRequest reads the UoTRequest at the start of a server-side stream and
@@ -118,3 +118,7 @@ func (c *Conn) WritePacket(b []byte, addr protocols.Addr) error {
 
 // Close closes the stream.
 func (c *Conn) Close() error { return c.stream.Close() }
+
+// MultiSource implements tunnel.MultiSource: in per-packet-address mode
+// every datagram carries its source; in connect mode none does.
+func (c *Conn) MultiSource() bool { return !c.connect }
