@@ -64,7 +64,19 @@ type proc struct {
 
 func start(t *testing.T, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(porticoBin, args...), lines: make(chan string, 100), done: make(chan error, 1)}
+	return startCmd(t, exec.Command(porticoBin, args...), args)
+}
+
+// startIn starts portico in network namespace ns (`ip netns exec` execs
+// it: the PID is portico's).
+func startIn(t *testing.T, ns string, args ...string) *proc {
+	t.Helper()
+	return startCmd(t, exec.Command("ip", append([]string{"netns", "exec", ns, porticoBin}, args...)...), args)
+}
+
+func startCmd(t *testing.T, cmd *exec.Cmd, args []string) *proc {
+	t.Helper()
+	p := &proc{cmd: cmd, lines: make(chan string, 100), done: make(chan error, 1)}
 	out, _ := p.cmd.StdoutPipe()
 	errp, _ := p.cmd.StderrPipe()
 	if err := p.cmd.Start(); err != nil {

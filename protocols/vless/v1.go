@@ -13,19 +13,22 @@ import (
 // verysimple built (e1732a364fed/v2ray_simple proxy/vless client.go
 // getBufWithCmd, server.go Handshake, docs/vless_v1.md) is matched byte for
 // byte: version, UUID, addon type, command, address, and no response
-// header. The rest — addon types 0x10..0x12, chunk framing, the header of a
-// reused connection, the resolved address, padding — is Portico's.
+// header, and the UDP framings (udpv1.go). The rest — addon types
+// 0x10..0x13, chunk framing, the header of a reused connection, the
+// resolved address, padding, the association id — is Portico's.
 //
 // Request header on a new connection, followed by PadLen padding bytes
 // (when the padding addon is present) and then the payload:
 //
 //	+------+------+-------+------------+---------+------+------+-----------+
 //	| ver  | UUID | addon | addon body | command | port | atyp | address   |
-//	| 0x01 |  16  |   1   | 0..7       |    1    | 2 BE |  1   | 4|16|1+n  |
+//	| 0x01 |  16  |   1   | 0..14      |    1    | 2 BE |  1   | 4|16|1+n  |
 //	+------+------+-------+------------+---------+------+------+-----------+
 //
 // Request header on a reused connection (after a keep-alive stream ended
-// cleanly both ways): the same without version and UUID, padding refused:
+// cleanly both ways): the same without version and UUID; padding,
+// association and command UDP refused (a reused connection carries TCP
+// streams only):
 //
 //	+-------+------------+---------+------+------+-----------+
 //	| addon | addon body | command | port | atyp | address   |
@@ -36,11 +39,12 @@ import (
 //	0x00 none          no body                               (verysimple)
 //	0x01 udp_multi     no body                               (verysimple)
 //	0x02 list          count 2..4, then count × (type ‖ body),
-//	                   types strictly ascending from {0x01, 0x10, 0x11, 0x12}
+//	                   types strictly ascending from {0x01, 0x10, 0x11, 0x12, 0x13}
 //	                                                         (verysimple's layout)
-//	0x10 keep_alive    no body                               (Portico)
-//	0x11 resolve       no body                               (Portico)
+//	0x10 keep_alive    no body; TCP only                     (Portico)
+//	0x11 resolve       no body; TCP only                     (Portico)
 //	0x12 padding       PadLen u16 BE, 0..MaxPadLen           (Portico)
+//	0x13 association   8-byte id; UDP with udp_multi only    (Portico)
 //
 // Keep-alive chunks, both directions: length u16 BE (1..65535) ‖ data; a
 // zero length ends the direction.
@@ -51,10 +55,13 @@ import (
 const (
 	Version1 = 1 // the version byte of VLESS v1
 
-	// MaxRequestV1Len is the longest first header, padding excluded:
-	// version, UUID, a list of all four addons (02, count, 01, 10, 11,
-	// 12 and a u16), command, port, atyp, length byte, 255-byte name.
-	MaxRequestV1Len = 1 + 16 + 8 + 1 + 2 + 1 + 1 + 255 // 285
+	// MaxRequestV1Len is the longest first header, padding excluded: a
+	// UDP request with version, UUID, a list of udp_multi, padding and
+	// association (02, count, 01, 12 and a u16, 13 and 8 id bytes: 15
+	// bytes), command, port, atyp, length byte, 255-byte name. (The
+	// longest TCP header, with a list of four body-less-or-u16 addons, is
+	// 285.)
+	MaxRequestV1Len = 1 + 16 + 15 + 1 + 2 + 1 + 1 + 255 // 292
 	// MaxNextRequestLen is the longest header on a reused connection: a
 	// list of three addons (no padding) and the longest address.
 	MaxNextRequestLen = 5 + 1 + 2 + 1 + 1 + 255 // 265
@@ -62,7 +69,8 @@ const (
 	// MaxPadLen is the most padding bytes a header may announce.
 	MaxPadLen = 16384
 	// MinPadTo and MaxPadTo bound the size a padded first write may be
-	// given: at least the longest header, at most one TLS record.
+	// given: at least the longest header (so any request, UDP included,
+	// can be padded), at most one TLS record.
 	MinPadTo = MaxRequestV1Len
 	MaxPadTo = 16384
 
@@ -80,12 +88,16 @@ type AddonType byte
 
 // The addon types; see the layout above.
 const (
-	AddonNone      AddonType = 0x00
-	AddonUDPMulti  AddonType = 0x01
-	AddonList      AddonType = 0x02
-	AddonKeepAlive AddonType = 0x10
-	AddonResolve   AddonType = 0x11
-	AddonPadding   AddonType = 0x12
+	AddonNone        AddonType = 0x00
+	AddonUDPMulti    AddonType = 0x01
+	AddonList        AddonType = 0x02
+	AddonKeepAlive   AddonType = 0x10
+	AddonResolve     AddonType = 0x11
+	AddonPadding     AddonType = 0x12
+	AddonAssociation AddonType = 0x13
+
+	// AssociationLen is the size of the association addon's body.
+	AssociationLen = 8
 )
 
 // Resolved-address types (VLESS atyp values).
@@ -111,6 +123,11 @@ type RequestV1 struct {
 	PadLen    int            // padding bytes after the header, 0..MaxPadLen; with Padded
 	Command   Command        // TCP, UDP or Mux
 	Target    protocols.Addr // destination; present for every command in v1
+
+	// HasAssociation says the association addon (0x13) is present; it is
+	// allowed only with command UDP and UDPMulti, in a first header.
+	HasAssociation bool
+	Association    [AssociationLen]byte // the client's association id; with HasAssociation
 }
 
 // AppendRequestV1 appends the first-header encoding of r (version, UUID,
@@ -148,17 +165,39 @@ func checkRequestV1(r *RequestV1, first bool) error {
 	if protocols.VAddr.Len(r.Target) < 0 {
 		return fmt.Errorf("vless: target: %w: cannot encode %v", protocols.ErrBadAddr, r.Target)
 	}
+	return checkUDPRules(r.Command, r.UDPMulti, r.KeepAlive, r.Resolve, r.HasAssociation, first)
+}
+
+// checkUDPRules enforces, for encoder and parser alike, what section 9
+// allows: keep_alive and resolve frame and answer TCP streams, which a UDP
+// tunnel is not; the association names a udp_multi client's association,
+// meaningless elsewhere; and a reused connection carries TCP streams only,
+// since a UDP tunnel has no end marker after which another request could
+// follow.
+func checkUDPRules(cmd Command, udpMulti, keepAlive, resolve, assoc, first bool) error {
+	if !first && cmd == CommandUDP {
+		return fmt.Errorf("%w: command UDP on a reused connection (it carries TCP streams only)", ErrBadAddons)
+	}
+	if !first && assoc {
+		return fmt.Errorf("%w: association only in a connection's first request", ErrBadAddons)
+	}
+	if cmd == CommandUDP && (keepAlive || resolve) {
+		return fmt.Errorf("%w: keep_alive and resolve are for TCP streams", ErrBadAddons)
+	}
+	if assoc && (cmd != CommandUDP || !udpMulti) {
+		return fmt.Errorf("%w: association only with command UDP and udp_multi", ErrBadAddons)
+	}
 	return nil
 }
 
 // appendRequestTail appends addons, command and target of a checked r.
 func appendRequestTail(b []byte, r *RequestV1) []byte {
-	var types [4]AddonType
+	var types [5]AddonType // checkUDPRules leaves at most 4 on
 	n := 0
 	for _, a := range []struct {
 		on bool
 		t  AddonType
-	}{{r.UDPMulti, AddonUDPMulti}, {r.KeepAlive, AddonKeepAlive}, {r.Resolve, AddonResolve}, {r.Padded, AddonPadding}} {
+	}{{r.UDPMulti, AddonUDPMulti}, {r.KeepAlive, AddonKeepAlive}, {r.Resolve, AddonResolve}, {r.Padded, AddonPadding}, {r.HasAssociation, AddonAssociation}} {
 		if a.on {
 			types[n] = a.t
 			n++
@@ -173,8 +212,11 @@ func appendRequestTail(b []byte, r *RequestV1) []byte {
 	}
 	for _, t := range types[:n] {
 		b = append(b, byte(t))
-		if t == AddonPadding {
+		switch t {
+		case AddonPadding:
 			b = binary.BigEndian.AppendUint16(b, uint16(r.PadLen))
+		case AddonAssociation:
+			b = append(b, r.Association[:]...)
 		}
 	}
 	b = append(b, byte(r.Command))
@@ -267,6 +309,9 @@ func parseRequestTail(b []byte, first bool) (RequestV1, int, error) {
 	if r.Command != CommandTCP && r.Command != CommandUDP && r.Command != CommandMux {
 		return RequestV1{}, 0, fmt.Errorf("%w %d", ErrUnsupportedCommand, byte(r.Command))
 	}
+	if err := checkUDPRules(r.Command, r.UDPMulti, r.KeepAlive, r.Resolve, r.HasAssociation, first); err != nil {
+		return RequestV1{}, 0, err
+	}
 	a, m, err := protocols.VAddr.Parse(b[i:])
 	if err != nil {
 		if err == protocols.ErrNeedMore {
@@ -301,6 +346,16 @@ func parseAddon(b []byte, t AddonType, r *RequestV1, first bool) (int, error) {
 		}
 		r.Padded, r.PadLen = true, n
 		return 2, nil
+	case AddonAssociation:
+		if !first {
+			return 0, fmt.Errorf("%w: association only in a connection's first request", ErrBadAddons)
+		}
+		if len(b) < AssociationLen {
+			return 0, protocols.ErrNeedMore
+		}
+		r.HasAssociation = true
+		copy(r.Association[:], b)
+		return AssociationLen, nil
 	default:
 		return 0, fmt.Errorf("%w 0x%02x", ErrUnknownAddon, byte(t))
 	}

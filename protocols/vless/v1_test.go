@@ -25,7 +25,9 @@ var v1RequestVectors = []struct {
 	{"v1_req_tcp_ipv4.hex", false, RequestV1{ID: testID, Command: CommandTCP, Target: ipAddr("1.2.3.4", 443)}},
 	{"v1_req_udpmulti_domain.hex", false, RequestV1{ID: testID, UDPMulti: true, Command: CommandUDP, Target: protocols.Addr{Domain: "dns.google", Port: 53}}},
 	{"v1_req_keepalive_resolve_pad.hex", false, RequestV1{ID: testID, KeepAlive: true, Resolve: true, Padded: true, PadLen: 256, Command: CommandTCP, Target: protocols.Addr{Domain: "example.com", Port: 80}}},
-	{"v1_req_all_addons_ipv6.hex", false, RequestV1{ID: testID, UDPMulti: true, KeepAlive: true, Resolve: true, Padded: true, Command: CommandUDP, Target: ipAddr("2001:db8::1", 443)}},
+	{"v1_req_all_addons_ipv6.hex", false, RequestV1{ID: testID, UDPMulti: true, KeepAlive: true, Resolve: true, Padded: true, Command: CommandTCP, Target: ipAddr("2001:db8::1", 443)}},
+	{"v1_udphdr_multi_assoc.hex", false, RequestV1{ID: testID, UDPMulti: true, HasAssociation: true, Association: [8]byte{1, 2, 3, 4, 5, 6, 7, 8}, Command: CommandUDP, Target: ipAddr("8.8.8.8", 53)}},
+	{"v1_udphdr_longest.hex", false, *longestV1(false)},
 	{"v1_req_padding_max.hex", false, RequestV1{ID: testID, Padded: true, PadLen: MaxPadLen, Command: CommandTCP, Target: ipAddr("127.0.0.1", 80)}},
 	{"v1_req_mux.hex", false, RequestV1{ID: testID, Command: CommandMux, Target: ipAddr("10.0.0.1", 80)}},
 	{"v1_next_keepalive.hex", true, RequestV1{KeepAlive: true, Command: CommandTCP, Target: protocols.Addr{Domain: "a", Port: 443}}},
@@ -107,10 +109,21 @@ func TestV1KnownAnswers(t *testing.T) {
 	})
 }
 
-// longestV1 is the longest first header (MaxRequestV1Len) and next header
-// (MaxNextRequestLen).
+// longestV1 is the longest first header (MaxRequestV1Len: UDP with
+// udp_multi, padding and association) and next header (MaxNextRequestLen:
+// TCP with udp_multi, keep_alive and resolve).
 func longestV1(next bool) *RequestV1 {
-	return &RequestV1{ID: testID, UDPMulti: true, KeepAlive: true, Resolve: true, Padded: !next, PadLen: 7,
+	target := protocols.Addr{Domain: strings.Repeat("d", 255), Port: 1}
+	if next {
+		return &RequestV1{UDPMulti: true, KeepAlive: true, Resolve: true, Command: CommandTCP, Target: target}
+	}
+	return &RequestV1{ID: testID, UDPMulti: true, Padded: true, HasAssociation: true,
+		Association: [8]byte{0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8}, Command: CommandUDP, Target: target}
+}
+
+// longestTCPV1 is the longest TCP first header, 285 bytes.
+func longestTCPV1() *RequestV1 {
+	return &RequestV1{ID: testID, UDPMulti: true, KeepAlive: true, Resolve: true, Padded: true, PadLen: 7,
 		Command: CommandTCP, Target: protocols.Addr{Domain: strings.Repeat("d", 255), Port: 1}}
 }
 
@@ -154,6 +167,9 @@ func TestV1TruncatedPrefixes(t *testing.T) {
 			check(t, wire, func(b []byte) (int, error) { _, n, err := parseV1(next)(b); return n, err })
 		})
 	}
+	if wire, err := AppendRequestV1(nil, longestTCPV1()); err != nil || len(wire) != 285 {
+		t.Errorf("longest TCP header: %d bytes, %v; want 285", len(wire), err)
+	}
 }
 
 func TestV1RoundTrip(t *testing.T) {
@@ -161,7 +177,11 @@ func TestV1RoundTrip(t *testing.T) {
 		{ID: testID, Command: CommandTCP, Target: ipAddr("0.0.0.0", 0)},
 		{ID: testID, KeepAlive: true, Command: CommandTCP, Target: protocols.Addr{Domain: "x", Port: 1}},
 		{ID: testID, Resolve: true, Command: CommandTCP, Target: protocols.Addr{Domain: "x.example", Port: 443}},
-		{ID: testID, UDPMulti: true, Resolve: true, Command: CommandUDP, Target: ipAddr("::", 53)},
+		{ID: testID, UDPMulti: true, Resolve: true, Command: CommandTCP, Target: ipAddr("::", 53)},
+		{ID: testID, Command: CommandUDP, Target: ipAddr("::", 53)},
+		{ID: testID, UDPMulti: true, Padded: true, PadLen: 9, Command: CommandUDP, Target: protocols.Addr{Domain: "stun.example", Port: 3478}},
+		{ID: testID, UDPMulti: true, HasAssociation: true, Association: [8]byte{8, 7, 6, 5, 4, 3, 2, 1}, Command: CommandUDP, Target: ipAddr("2001:db8::2", 443)},
+		*longestTCPV1(),
 		{ID: testID, UDPMulti: true, Padded: true, PadLen: 1, Command: CommandTCP, Target: ipAddr("8.8.8.8", 853)},
 		{ID: testID, KeepAlive: true, Resolve: true, Padded: true, PadLen: 1000, Command: CommandTCP, Target: ipAddr("fe80::1", 22)},
 		{ID: testID, Command: CommandMux, Target: protocols.Addr{Domain: "v1.mux.cool", Port: 9527}},
@@ -170,7 +190,7 @@ func TestV1RoundTrip(t *testing.T) {
 	for i, r := range reqs {
 		for _, next := range []bool{false, true} {
 			if next {
-				if r.Padded {
+				if r.Padded || r.Command == CommandUDP {
 					continue
 				}
 				r.ID = [16]byte{}
@@ -208,7 +228,7 @@ func TestV1ParseErrors(t *testing.T) {
 		{"version 2", false, hdr("02"), ErrUnknownVersion, "version 2"},
 		{"addon 0x03", false, first("03 01 0050 01 7f000001"), ErrUnknownAddon, "vless: unknown addon type 0x03"},
 		{"addon 0x0f", false, first("0f"), ErrUnknownAddon, "0x0f"},
-		{"addon 0x13", false, first("13"), ErrUnknownAddon, "0x13"},
+		{"addon 0x14", false, first("14"), ErrUnknownAddon, "0x14"},
 		{"addon 0xff", true, hdr("ff"), ErrUnknownAddon, "0xff"},
 		{"list of 0", false, first("02 00 01 0050 01 7f000001"), ErrBadAddons, "list of 0 addons"},
 		{"list of 1", false, first("02 01 10 01 0050 01 7f000001"), ErrBadAddons, "list of 1 addons"},
@@ -217,7 +237,16 @@ func TestV1ParseErrors(t *testing.T) {
 		{"list inside list", false, first("02 02 02 10"), ErrBadAddons, "0x02 inside a list"},
 		{"duplicate", false, first("02 02 10 10"), ErrBadAddons, "0x10 twice"},
 		{"out of order", false, first("02 02 11 10"), ErrBadAddons, "out of order"},
-		{"unknown inside list", false, first("02 02 10 13"), ErrUnknownAddon, "0x13"},
+		{"unknown inside list", false, first("02 02 10 14"), ErrUnknownAddon, "0x14"},
+		{"udp with keep_alive", false, first("10 02 0035 01 08080808"), ErrBadAddons, "keep_alive and resolve are for TCP streams"},
+		{"udp_multi with resolve", false, first("02 02 01 11 02 0035 01 08080808"), ErrBadAddons, "keep_alive and resolve are for TCP streams"},
+		{"association without udp_multi", false, first("13 0102030405060708 02 0035 01 08080808"), ErrBadAddons, "association only with command UDP and udp_multi"},
+		{"association on tcp", false, first("02 02 01 13 0102030405060708 01 0035 01 08080808"), ErrBadAddons, "association only with command UDP and udp_multi"},
+		{"association on mux", false, first("02 02 01 13 0102030405060708 03 0035 01 08080808"), ErrBadAddons, "association only with command UDP and udp_multi"},
+		{"association twice", false, first("02 03 01 13 0102030405060708 13"), ErrBadAddons, "0x13 twice"},
+		{"udp in a next request", true, hdr("01 02 0035 01 08080808"), ErrBadAddons, "command UDP on a reused connection"},
+		{"udp without addons in a next request", true, hdr("00 02 0035 01 08080808"), ErrBadAddons, "TCP streams only"},
+		{"association in a next request", true, hdr("02 02 01 13"), ErrBadAddons, "association only in a connection's first request"},
 		{"padding too long", false, first("12 4001"), ErrBadAddons, "padding length 16385 above 16384"},
 		{"padding 0xffff in a list", false, first("02 02 10 12 ffff"), ErrBadAddons, "above 16384"},
 		{"padding in a next request", true, hdr("12 0000 01 0050 01 7f000001"), ErrBadAddons, "padding only in a connection's first request"},
@@ -268,6 +297,12 @@ func TestV1AppendErrors(t *testing.T) {
 		{"negative padding", false, tcp(func(r *RequestV1) { r.Padded, r.PadLen = true, -1 }), ErrBadAddons},
 		{"padding too long", false, tcp(func(r *RequestV1) { r.Padded, r.PadLen = true, MaxPadLen+1 }), ErrBadAddons},
 		{"padding in next", true, tcp(func(r *RequestV1) { r.Padded = true }), ErrBadAddons},
+		{"udp with keep_alive", false, tcp(func(r *RequestV1) { r.Command, r.KeepAlive = CommandUDP, true }), ErrBadAddons},
+		{"udp with resolve", false, tcp(func(r *RequestV1) { r.Command, r.Resolve, r.UDPMulti = CommandUDP, true, true }), ErrBadAddons},
+		{"association on tcp", false, tcp(func(r *RequestV1) { r.UDPMulti, r.HasAssociation = true, true }), ErrBadAddons},
+		{"association without udp_multi", false, tcp(func(r *RequestV1) { r.Command, r.HasAssociation = CommandUDP, true }), ErrBadAddons},
+		{"udp in next", true, tcp(func(r *RequestV1) { r.Command = CommandUDP }), ErrBadAddons},
+		{"association in next", true, tcp(func(r *RequestV1) { r.Command, r.UDPMulti, r.HasAssociation = CommandUDP, true, true }), ErrBadAddons},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -10,11 +10,13 @@
 // is package vless; the server is package vlessserver.
 //
 // Supported: TCP streams and UDP (version 0 framing, one destination per
-// tunnel) with flow "". Mux and XTLS flows are not planned.
+// tunnel; version 1, classic or udp_multi framing, any destination) with
+// flow "". Mux and XTLS flows are not planned.
 package vlessclient
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -67,14 +69,26 @@ type Options struct {
 
 	// PadMax > 0 turns padding on: the first write on every new connection
 	// is exactly PadTo bytes, PadTo drawn once, in New, uniformly from
-	// [PadMin, PadMax]. PadMin 0 means vless.MinPadTo (285, the longest
+	// [PadMin, PadMax]. PadMin 0 means vless.MinPadTo (292, the longest
 	// header), which is also its least value; PadMax is at most
 	// vless.MaxPadTo (16384). With Go's TLS keep PadMax ≤ 1186 for one
 	// record.
 	PadMin, PadMax int
-	// PadRand is where the 8 random bytes for PadTo come from; nil means
-	// crypto/rand. Tests pin PadTo with PadMin == PadMax or a fixed reader.
+	// PadRand is where the 8 random bytes for PadTo, and the 8-byte id of
+	// every udp_multi association, come from; nil means crypto/rand. Tests
+	// pin PadTo with PadMin == PadMax or a fixed reader. It need not be
+	// safe for concurrent use.
 	PadRand io.Reader
+
+	// UDPClassic makes DialPacket (Version 1) open one classic tunnel per
+	// association, every datagram carrying its address (verysimple's v1
+	// UDP without udp_multi). Off, the default: udp_multi, one tunnel per
+	// remote, all with the association's id, so that a Portico server
+	// gives them one mapped address (full cone).
+	UDPClassic bool
+	// MaxUDPTunnels bounds the tunnels of one udp_multi association; one
+	// more closes the least recently used. 0 means DefaultMaxUDPTunnels.
+	MaxUDPTunnels int
 }
 
 // Defaults of the keep-alive pool.
@@ -109,8 +123,14 @@ type Client struct {
 	resolve   bool
 	padTo     int // 0: no padding
 	poolSize  int
-	poolIdle  time.Duration
-	now       func() time.Time // time.Now; tests replace it
+
+	udpClassic    bool
+	maxUDPTunnels int
+	randMu        sync.Mutex
+	rand          io.Reader // PadRand or crypto/rand; guarded by randMu
+
+	poolIdle time.Duration
+	now      func() time.Time // time.Now; tests replace it
 
 	mu       sync.Mutex
 	idle     []*carrier // the pool, oldest first; guarded by mu
@@ -141,7 +161,11 @@ func New(opts Options) (*Client, error) {
 	}
 	c := &Client{id: opts.ID, carrier: opts.Carrier, wait: wait, version: opts.Version,
 		keepAlive: opts.KeepAlive, resolve: opts.ResolveAddr,
-		poolSize: opts.PoolSize, poolIdle: opts.PoolIdleTimeout, now: time.Now}
+		poolSize: opts.PoolSize, poolIdle: opts.PoolIdleTimeout, now: time.Now,
+		udpClassic: opts.UDPClassic, maxUDPTunnels: opts.MaxUDPTunnels, rand: opts.PadRand}
+	if c.rand == nil {
+		c.rand = rand.Reader
+	}
 	if err := c.checkV1(&opts); err != nil {
 		return nil, err
 	}
@@ -176,14 +200,26 @@ func (c *Client) DialStream(ctx context.Context, dst protocols.Addr) (net.Conn, 
 	return newConn(carrier, hdr, c.wait), nil
 }
 
-// DialPacket opens a carrier connection and returns a VLESS version 0 UDP
-// tunnel (command 2) to dst over it, whatever Options.Version says (a
-// version 1 server accepts version 0 too). The tunnel carries packets to
-// dst only: WritePacket to another address returns an error wrapping
-// tunnel.ErrOtherDestination. The request header goes out with the first
-// packet; ReadPacket checks the response header first, and yields replies
-// as coming from dst. ctx bounds the carrier dial only.
+// DialPacket returns a UDP association whose first destination is dst.
+//
+// Version 0: a VLESS v0 UDP tunnel (command 2) to dst on a new carrier,
+// carrying packets to dst only: WritePacket to another address returns an
+// error wrapping tunnel.ErrOtherDestination. ReadPacket checks the response
+// header first, and yields replies as coming from dst.
+//
+// Version 1 (udpv1.go, docs/protocols/vless-v1.md section 9): any
+// destination. With UDPClassic, one tunnel on a new carrier whose frames
+// carry their address; otherwise udp_multi: one tunnel per remote, opened
+// by the first WritePacket to it, all with one random association id, at
+// most MaxUDPTunnels of them. Replies carry their source either way. No v1
+// tunnel rides the keep-alive pool.
+//
+// The request header goes out with the first packet. ctx bounds the first
+// carrier dial only; later udp_multi dials are bounded by UDPDialTimeout.
 func (c *Client) DialPacket(ctx context.Context, dst protocols.Addr) (tunnel.PacketConn, error) {
+	if c.version == 1 {
+		return c.dialPacketV1(ctx, dst)
+	}
 	req := vless.RequestHeader{ID: c.id, Command: vless.CommandUDP, Target: dst}
 	hdr, err := vless.AppendRequest(make([]byte, 0, 64), &req)
 	if err != nil {

@@ -64,8 +64,8 @@ func (c *Client) PadSize() int { return c.padTo }
 func (c *Client) checkV1(o *Options) error {
 	switch o.Version {
 	case 0:
-		if o.KeepAlive || o.ResolveAddr || o.PadMin != 0 || o.PadMax != 0 {
-			return fmt.Errorf("%w: KeepAlive, ResolveAddr and padding need Version 1", ErrOptions)
+		if o.KeepAlive || o.ResolveAddr || o.PadMin != 0 || o.PadMax != 0 || o.UDPClassic || o.MaxUDPTunnels != 0 {
+			return fmt.Errorf("%w: KeepAlive, ResolveAddr, padding, UDPClassic and MaxUDPTunnels need Version 1", ErrOptions)
 		}
 		return nil
 	case 1:
@@ -77,6 +77,12 @@ func (c *Client) checkV1(o *Options) error {
 	}
 	if o.PoolSize < 0 || o.PoolIdleTimeout < 0 {
 		return fmt.Errorf("%w: PoolSize %d and PoolIdleTimeout %v must not be negative", ErrOptions, o.PoolSize, o.PoolIdleTimeout)
+	}
+	if o.MaxUDPTunnels < 0 {
+		return fmt.Errorf("%w: MaxUDPTunnels %d must not be negative", ErrOptions, o.MaxUDPTunnels)
+	}
+	if c.maxUDPTunnels == 0 {
+		c.maxUDPTunnels = DefaultMaxUDPTunnels
 	}
 	if c.poolSize == 0 {
 		c.poolSize = DefaultPoolSize

@@ -9,8 +9,10 @@
 // and is left open, so that the gateway can replay it into its decoy. The
 // codec is package vless; the client is package vlessclient.
 //
-// Supported: the TCP command, UDP (command 2, version 0 framing: one
-// destination per tunnel, each datagram length-prefixed), flow "". Refused
+// Supported: the TCP command, UDP (command 2; version 0 framing: one
+// destination per tunnel, each datagram length-prefixed; version 1: the
+// classic and udp_multi framings of docs/protocols/vless-v1.md section 9,
+// udpv1.go), flow "". Refused
 // with a clear error and a closed connection: Mux and any flow (XTLS Vision
 // is refused when the users are configured).
 package vlessserver
@@ -76,8 +78,9 @@ var (
 	ErrUnknownUser = errors.New("vless: unknown user id")
 	// ErrMux: the client asked for Mux.Cool (command 3).
 	ErrMux = errors.New("vless: mux not supported")
-	// ErrUDP: the client asked for UDP (command 2) where it is not
-	// supported (inside a version 1 keep-alive connection).
+	// Deprecated: ServeConn no longer returns it: v1 carries UDP (udpv1.go),
+	// and UDP on a reused v1 connection is refused by the codec with
+	// vless.ErrBadAddons. Kept for callers of earlier releases.
 	ErrUDP = errors.New("vless: UDP not supported here")
 	// ErrFlow: a user is configured with, or a client asked for, a flow
 	// other than "".
@@ -256,6 +259,10 @@ const headerBufSize = 1024
 //     WritePacket frames a reply (the response header goes out with the
 //     first); from is not carried, as in V2Ray. It closes conn and returns
 //     the handler's error.
+//   - Version 1 UDP: it calls h.HandlePacket with a tunnel.PacketConn (a
+//     tunnel.MultiSource) speaking the classic or udp_multi framing, and
+//     with Request.Association set for udp_multi (udpv1.go). It closes conn
+//     (never reused after UDP) and returns the handler's error.
 //   - ctx already done: it closes conn and returns ctx's error.
 //   - Otherwise it calls h.HandleStream with a conn that first yields the
 //     payload bytes that came with the header. Version 0: the 2-byte

@@ -18,7 +18,8 @@ import (
 
 // serveV1 runs the streams of a v1 connection whose first header (hdr,
 // from acct) has been read: one stream, or, while each one asks for
-// keep-alive and ends cleanly, one after the other. It owns conn.
+// keep-alive and ends cleanly, one after the other; or one UDP tunnel
+// (udpv1.go). It owns conn.
 func (s *Server) serveV1(ctx context.Context, conn net.Conn, br *v1io.Reader, hdr vless.RequestV1, acct *account, h tunnel.Handler) error {
 	log := s.log.With("inbound", s.inbound, "user", acct.label)
 	framer := &v1io.Framer{W: conn}
@@ -28,10 +29,6 @@ func (s *Server) serveV1(ctx context.Context, conn net.Conn, br *v1io.Reader, hd
 			log.Warn("vless: mux not supported", "remote", remoteString(conn), "version", 1)
 			conn.Close()
 			return fmt.Errorf("%w (user %s)", ErrMux, acct.label)
-		case vless.CommandUDP:
-			log.Warn("vless: UDP not supported yet", "target", hdr.Target.String(), "version", 1)
-			conn.Close()
-			return fmt.Errorf("%w (user %s, target %v)", ErrUDP, acct.label, hdr.Target)
 		}
 		if hdr.PadLen > 0 {
 			if err := br.Skip(hdr.PadLen); err != nil {
@@ -42,6 +39,11 @@ func (s *Server) serveV1(ctx context.Context, conn net.Conn, br *v1io.Reader, hd
 		if err := ctx.Err(); err != nil {
 			conn.Close()
 			return fmt.Errorf("vless: %w", err)
+		}
+		if hdr.Command == vless.CommandUDP {
+			// Only a first header can ask for UDP (the codec refuses it on a
+			// reused connection), and the tunnel ends the connection.
+			return s.serveUDPV1(ctx, conn, br, &hdr, acct, h)
 		}
 		log.Debug("vless: tunnel", "target", hdr.Target.String(), "version", 1,
 			"keepalive", hdr.KeepAlive, "resolve", hdr.Resolve, "stream", streams)

@@ -117,13 +117,12 @@ func TestV1NotProtocol(t *testing.T) {
 }
 
 // TestV1AfterUUID: once the UUID is a user's, a bad v1 header closes the
-// connection and is not a fallback; UDP and Mux are refused.
+// connection and is not a fallback; Mux, and UDP with TCP's addons, are
+// refused.
 func TestV1AfterUUID(t *testing.T) {
 	first := func(rest string) []byte { return unhex("01" + aliceHex + rest) }
 	mux := v1To(alice, "1.2.3.4:443")
 	mux.Command = vless.CommandMux
-	udp := v1To(alice, "8.8.8.8:53")
-	udp.Command, udp.UDPMulti = vless.CommandUDP, true
 	tests := []struct {
 		name string
 		wire []byte
@@ -137,7 +136,9 @@ func TestV1AfterUUID(t *testing.T) {
 		{"cut, then EOF", first("10 01 00"), io.EOF},
 		{"padding cut", append(first("12 0010 01 0050 01 7f000001"), 0, 0, 0), io.ErrUnexpectedEOF},
 		{"mux", v1Header(t, mux), vlessserver.ErrMux},
-		{"udp (udp_multi)", v1Header(t, udp), vlessserver.ErrUDP},
+		{"udp with keep_alive", first("10 02 0035 01 08080808 0001 61"), vless.ErrBadAddons},
+		{"udp_multi with resolve", first("02 02 01 11 02 0035 01 08080808 0001 61"), vless.ErrBadAddons},
+		{"association on tcp", first("02 02 01 13 0102030405060708 01 0035 01 08080808"), vless.ErrBadAddons},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
