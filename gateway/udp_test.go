@@ -181,8 +181,8 @@ func echoOver(t testing.TB, pc tunnel.PacketConn, echo protocols.Addr) {
 	}
 }
 
-// rawTLSLinks returns the embedded default's raw-TLS VLESS (v0) and VMess
-// links, by protocol.
+// rawTLSLinks returns the embedded default's raw-TLS links by protocol:
+// VLESS v0 ("vless") and v1 ("vless1", UDP as udp_multi), VMess, AnyTLS.
 func rawTLSLinks(t *testing.T, st *State, g *Gateway) map[string]links.Link {
 	t.Helper()
 	ls, err := ServerLinks(st.DefaultConfig(g.Addr().String()), "127.0.0.1", g.Pin())
@@ -191,12 +191,16 @@ func rawTLSLinks(t *testing.T, st *State, g *Gateway) map[string]links.Link {
 	}
 	out := map[string]links.Link{}
 	for _, l := range ls {
-		if (l.Transport == "" || l.Transport == "tcp") && l.Version == 0 {
-			out[l.Protocol] = l
+		if l.Transport == "" || l.Transport == "tcp" {
+			name := l.Protocol
+			if l.Version == 1 {
+				name += "1"
+			}
+			out[name] = l
 		}
 	}
-	if len(out) != 3 {
-		t.Fatalf("raw-TLS links %v, want vless, vmess and anytls", out)
+	if len(out) != 4 {
+		t.Fatalf("raw-TLS links %v, want vless, vless1, vmess and anytls", out)
 	}
 	return out
 }
@@ -228,7 +232,8 @@ func startServerGateway(t testing.TB) (*State, *Gateway, *logBuffer) {
 }
 
 // TestUDPThroughDefault: through the embedded default, a client built from
-// the raw-TLS VLESS, VMess and AnyTLS (udp-over-tcp) links gets a DNS answer from a test DNS
+// the raw-TLS VLESS (v0, and v1 with udp_multi), VMess and AnyTLS
+// (udp-over-tcp) links gets a DNS answer from a test DNS
 // server and 100 echoes of 1200 bytes from a UDP echo, both through the
 // outbound's packet conn directly and through a client gateway's local
 // SOCKS5 listener (UDP ASSOCIATE). The server logs one line per
@@ -326,16 +331,16 @@ func TestUDPThroughDefault(t *testing.T) {
 			t.Log(line)
 		}
 	}
-	if n := strings.Count(text, `msg="udp association"`); n != 12 {
-		t.Errorf("%d association log lines, want 12 (3 protocols x 2 paths x DNS and echo):\n%s", n, text)
+	if n := strings.Count(text, `msg="udp association"`); n != 16 {
+		t.Errorf("%d association log lines, want 16 (4 links x 2 paths x DNS and echo):\n%s", n, text)
 	}
 	for _, want := range []string{"up_packets=100", "target=" + echo.String(), "target=" + dnsAddr.String(), "transport=tls"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("log lacks %q:\n%s", want, text)
 		}
 	}
-	if up, down := g.Router().Stats().User("default").Load(); up < 4*100*1200 || down < 4*100*1200 {
-		t.Errorf("counted %d up, %d down; want at least %d each way", up, down, 4*100*1200)
+	if up, down := g.Router().Stats().User("default").Load(); up < 8*100*1200 || down < 8*100*1200 {
+		t.Errorf("counted %d up, %d down; want at least %d each way", up, down, 8*100*1200)
 	}
 }
 
