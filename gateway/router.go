@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/portico-gw/portico/protocols"
@@ -246,7 +245,9 @@ func (rt *Router) HandleStream(ctx context.Context, conn net.Conn, req tunnel.Re
 			"duration", time.Since(start).Round(time.Millisecond), "err", err)...)
 		return err
 	}
-	res := Relay(ctx, conn, target, RelayOptions{Idle: rt.idle, Counter: rt.stats.User(req.User)})
+	tc := rt.stats.open(&req)
+	res := Relay(ctx, conn, target, RelayOptions{Idle: rt.idle, Counter: tc})
+	tc.close()
 	attrs := append(tunnelAttrs(&req, outTag),
 		"up", res.Up, "down", res.Down, "duration", time.Since(start).Round(time.Millisecond))
 	if res.IdledOut {
@@ -307,7 +308,9 @@ func (rt *Router) HandlePacket(ctx context.Context, pc tunnel.PacketConn, req tu
 		rt.log.Warn("udp association limit reached: oldest associations ended", "client", req.Source.Addr().String(),
 			"per_client", rt.assocs.perClient, "max", rt.assocs.max, "ended_so_far", rt.assocs.evicted.Load())
 	}
-	res := RelayPackets(actx, pc, target, req.Target, PacketRelayOptions{Counter: rt.stats.User(req.User), Dial: dial, Same: same})
+	tc := rt.stats.open(&req)
+	res := RelayPackets(actx, pc, target, req.Target, PacketRelayOptions{Counter: tc, Dial: dial, Same: same})
+	tc.close()
 	attrs := append(tunnelAttrs(&req, outTag),
 		"up_packets", res.UpPackets, "down_packets", res.DownPackets, "up", res.Up, "down", res.Down,
 		"duration", time.Since(start).Round(time.Millisecond))
@@ -347,37 +350,3 @@ func tunnelAttrs(req *tunnel.Request, out string) []any {
 		"network", req.Network.String(), "target", req.Target.String(), "source", req.Source.String(), "outbound", out}
 }
 
-// Stats holds byte counters per user.
-type Stats struct {
-	users sync.Map // string -> *UserCounter
-}
-
-// NewStats returns empty counters.
-func NewStats() *Stats { return &Stats{} }
-
-// UserCounter counts one user's bytes; it implements Counter.
-type UserCounter struct {
-	up, down atomic.Int64
-}
-
-// Add implements Counter.
-func (c *UserCounter) Add(up, down int64) {
-	if up != 0 {
-		c.up.Add(up)
-	}
-	if down != 0 {
-		c.down.Add(down)
-	}
-}
-
-// Load returns the totals so far.
-func (c *UserCounter) Load() (up, down int64) { return c.up.Load(), c.down.Load() }
-
-// User returns the counter of a user, creating it on first use.
-func (s *Stats) User(name string) *UserCounter {
-	if c, ok := s.users.Load(name); ok {
-		return c.(*UserCounter)
-	}
-	c, _ := s.users.LoadOrStore(name, &UserCounter{})
-	return c.(*UserCounter)
-}

@@ -281,6 +281,7 @@ func (c *clientConn) connect(req *http.Request, user string) error {
 
 func (c *clientConn) request(user string, target protocols.Addr) tunnel.Request {
 	return tunnel.Request{
+		Protocol:  "http",
 		User:      user,
 		Network:   protocols.NetworkTCP,
 		Target:    target,

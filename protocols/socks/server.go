@@ -210,6 +210,7 @@ func (s *Server) handshake(conn net.Conn) (tunnel.Request, byte, []byte, error) 
 		network = protocols.NetworkUDP
 	}
 	return tunnel.Request{
+		Protocol:  "socks",
 		User:      user,
 		Network:   network,
 		Target:    target,

@@ -21,6 +21,7 @@ import (
 // Request is what a protocol server learned from an authenticated handshake,
 // handed to the [Handler] together with the tunnel's payload.
 type Request struct {
+	Protocol  string            // the protocol that accepted it: "vless", "vmess", "anytls", "socks", "http"
 	User      string            // the user's name for logs and counters (email, or a short id); never a key
 	Network   protocols.Network // TCP or UDP
 	Target    protocols.Addr    // where the client wants to go

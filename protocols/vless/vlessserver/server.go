@@ -338,6 +338,7 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn, h tunnel.Handler)
 
 func (s *Server) request(conn net.Conn, acct *account, target protocols.Addr) tunnel.Request {
 	return tunnel.Request{
+		Protocol:  "vless",
 		User:      acct.label,
 		Network:   protocols.NetworkTCP,
 		Target:    target,
