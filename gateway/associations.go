@@ -27,8 +27,8 @@ type associations struct {
 	all      *list.List // *association, oldest first
 	byClient map[netip.Addr]int
 
-	evicted    atomic.Int64
-	lastWarned atomic.Int64 // unix nanos of the last eviction warning
+	evicted atomic.Int64
+	warns   rateLog // eviction warnings
 }
 
 type association struct {
@@ -104,7 +104,6 @@ func (a *associations) len() int {
 // warnNow reports whether an eviction warning may be logged now: at most one
 // per interval, whatever the rate of evictions.
 func (a *associations) warnNow(interval time.Duration) bool {
-	now := time.Now().UnixNano()
-	last := a.lastWarned.Load()
-	return now-last >= int64(interval) && a.lastWarned.CompareAndSwap(last, now)
+	ok, _ := a.warns.hit(interval)
+	return ok
 }

@@ -433,6 +433,9 @@ func (g *Gateway) buildFront(sc *ServerConfig, raw []RawProtocol, opts Options) 
 		}
 		site = mountPlayground(site, pg.Path, PlaygroundHandler(opts.PlaygroundWasm, opts.PlaygroundWasmExec))
 	}
+	// The site's requests get the handshake timeout to send their bodies
+	// too; tunnel routes are not under it.
+	site = siteReadDeadline(site, g.handshakeTimeout())
 	handler := g.routeTable(site, trusted)
 	var tlsCfg *tls.Config
 	if g.certs != nil {
@@ -445,6 +448,9 @@ func (g *Gateway) buildFront(sc *ServerConfig, raw []RawProtocol, opts Options) 
 		Handler:          g.router,
 		Log:              g.log,
 		HandshakeTimeout: g.handshakeTimeout(),
+
+		MaxConnections:      sc.Limits.MaxConnections,
+		MaxConnectionsPerIP: sc.Limits.MaxConnectionsPerIP,
 	}
 	if g.wantsHTTP3() {
 		g.h3 = &quic.Server{TLS: &tls.Config{GetCertificate: g.certs.GetCertificate, MinVersion: tls.VersionTLS13},

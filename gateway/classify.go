@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"errors"
 
 	"github.com/portico-gw/portico/protocols"
 )
@@ -68,7 +69,22 @@ func classify(prefix []byte, matchers []protocols.Matcher) (v verdict, proto int
 		}
 	}
 	if more {
+		if bytes.IndexByte(prefix, '\n') >= 0 {
+			// The site answers (or, for a well-formed request line, goes on
+			// reading headers) as soon as a line ends: holding the bytes for
+			// a matcher that wants more would make the gateway wait where
+			// the site answers. A client's header arrives in one TLS record,
+			// far longer than any matcher needs, so this takes no tunnel.
+			if why == nil {
+				why = errLineEnd
+			}
+			return verdictDecoy, -1, why
+		}
 		return verdictMore, -1, why
 	}
 	return verdictDecoy, -1, why
 }
+
+// errLineEnd is the debug log's reason when a line end decided for the site
+// before every matcher could.
+var errLineEnd = errors.New("a line ended before any protocol could match")

@@ -57,6 +57,15 @@ type ServerConfig struct {
 	// Playground mounts the WebAssembly playground on the site (off when
 	// absent).
 	Playground *PlaygroundConfig `json:"playground"`
+	// Limits bound the connections the front door holds at once.
+	Limits LimitsConfig `json:"limits"`
+}
+
+// LimitsConfig bounds the front door's connections; 0 means unlimited.
+// A connection past a limit is closed right after accept, before TLS.
+type LimitsConfig struct {
+	MaxConnections      int `json:"maxConnections"`      // open at once on the listener
+	MaxConnectionsPerIP int `json:"maxConnectionsPerIP"` // open at once from one client IP
 }
 
 // PlaygroundConfig mounts the playground page under Path.
@@ -426,6 +435,14 @@ func (s *ServerConfig) check() error {
 	}
 	if s.Decoy.Dir != "" && s.Decoy.Upstream != "" {
 		return fmt.Errorf("server.decoy: set dir or upstream, not both")
+	}
+	for _, l := range []struct {
+		name string
+		n    int
+	}{{"maxConnections", s.Limits.MaxConnections}, {"maxConnectionsPerIP", s.Limits.MaxConnectionsPerIP}} {
+		if l.n < 0 {
+			return fmt.Errorf("server.limits.%s: %d is negative; want 0 (unlimited) or a positive number", l.name, l.n)
+		}
 	}
 	return nil
 }

@@ -3,8 +3,10 @@ package gateway
 import (
 	"crypto/tls"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // rewindConn hands its reader the bytes already peeked, then the live
@@ -75,7 +77,7 @@ func (c *rewindConn) CloseWrite() error {
 
 // Rewind returns a conn that replays every byte read so far, or nil when the
 // conn has been written to or read past the recording limit.
-func (c *rewindConn) Rewind() net.Conn {
+func (c *rewindConn) Rewind() *prefixConn {
 	if !c.recording.Load() {
 		return nil
 	}
@@ -95,6 +97,11 @@ type prefixConn struct {
 	net.Conn
 	tlsState *tls.ConnectionState
 	prefix   []byte
+	// readBy, when set, is a read deadline the HTTP server cannot move
+	// later: a connection handed over because its handshake time ran out
+	// gets no fresh header timeout (see FrontDoor.toHTTP). Set before the
+	// HTTP server has the conn, read-only after.
+	readBy time.Time
 }
 
 func newPrefixConn(c net.Conn, state *tls.ConnectionState, prefix []byte) *prefixConn {
@@ -114,6 +121,27 @@ func (c *prefixConn) Read(p []byte) (int, error) {
 }
 
 func (c *prefixConn) CloseWrite() error { return closeWriteErr(c.Conn) }
+
+// SetReadDeadline sets t, or readBy if that is earlier.
+func (c *prefixConn) SetReadDeadline(t time.Time) error {
+	return c.Conn.SetReadDeadline(c.clamp(t))
+}
+
+// SetDeadline sets t, the read side no later than readBy.
+func (c *prefixConn) SetDeadline(t time.Time) error {
+	if c.readBy.IsZero() {
+		return c.Conn.SetDeadline(t)
+	}
+	c.Conn.SetWriteDeadline(t)
+	return c.Conn.SetReadDeadline(c.clamp(t))
+}
+
+func (c *prefixConn) clamp(t time.Time) time.Time {
+	if !c.readBy.IsZero() && (t.IsZero() || t.After(c.readBy)) {
+		return c.readBy
+	}
+	return t
+}
 
 // frontTLSState lets the HTTP server's ConnContext recover the TLS state of
 // the front door. It is deliberately not named ConnectionState: net/http
@@ -161,3 +189,66 @@ func (l *chanListener) Close() error {
 }
 
 func (l *chanListener) Addr() net.Addr { return l.addr }
+
+// connSlots counts the connections a listener has open, overall and per
+// client IP, against their limits (0: unlimited). The front door takes a
+// slot at accept and gives it back when the connection is closed, whoever
+// holds it by then (the handshake, the site, a tunnel).
+type connSlots struct {
+	max, perIP int
+
+	mu   sync.Mutex
+	n    int
+	byIP map[netip.Addr]int
+}
+
+func newConnSlots(max, perIP int) *connSlots {
+	return &connSlots{max: max, perIP: perIP, byIP: map[netip.Addr]int{}}
+}
+
+// take reserves a slot for a connection from ip. It returns the function
+// that gives the slot back (idempotent), or nil and which limit refused.
+func (s *connSlots) take(ip netip.Addr) (release func(), perIP bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.max > 0 && s.n >= s.max {
+		return nil, false
+	}
+	if s.perIP > 0 && s.byIP[ip] >= s.perIP {
+		return nil, true
+	}
+	s.n++
+	s.byIP[ip]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			s.n--
+			if s.byIP[ip]--; s.byIP[ip] <= 0 {
+				delete(s.byIP, ip)
+			}
+		})
+	}, false
+}
+
+// open is the number of slots taken.
+func (s *connSlots) open() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.n
+}
+
+// slotConn gives its connection's slot back when it is closed.
+type slotConn struct {
+	net.Conn
+	release func()
+}
+
+func (c *slotConn) Close() error {
+	c.release()
+	return c.Conn.Close()
+}
+
+// CloseWrite passes a half-close on (plain TCP, without TLS).
+func (c *slotConn) CloseWrite() error { return closeWriteErr(c.Conn) }

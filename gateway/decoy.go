@@ -12,6 +12,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"time"
 )
 
 //go:embed site
@@ -102,4 +103,17 @@ func ProxySite(upstream string) (http.Handler, error) {
 		},
 	}
 	return rp, nil
+}
+
+// siteReadDeadline bounds how long a request to the site may take to send
+// its body (net/http's ReadHeaderTimeout covers only the header, and the
+// server has no ReadTimeout, which would cut tunnels on HTTP/2 routes):
+// the deadline holds for the handler and for net/http's own draining of an
+// unread body afterwards, so a slowloris trickling a body ends at d. The
+// next request on the connection gets a fresh header timeout.
+func siteReadDeadline(h http.Handler, d time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.NewResponseController(w).SetReadDeadline(time.Now().Add(d))
+		h.ServeHTTP(w, r)
+	})
 }

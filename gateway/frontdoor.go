@@ -8,8 +8,10 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/portico-gw/portico/protocols"
@@ -45,12 +47,22 @@ type FrontDoor struct {
 	// BaseContext is the parent of every tunnel's context: cancelling it
 	// ends every tunnel. Nil means context.Background().
 	BaseContext context.Context
+	// MaxConnections bounds the connections open at once on the listener,
+	// whatever they are doing (handshake, site, tunnels); a connection
+	// past it is closed right after accept, before TLS. Zero: unlimited.
+	MaxConnections int
+	// MaxConnectionsPerIP is the same bound per client IP. Zero: unlimited.
+	MaxConnectionsPerIP int
 
 	initOnce sync.Once
 	httpLn   *chanListener
 	httpSrv  *http.Server
 	matchers []protocols.Matcher // every protocol's, in order
 	byALPN   bool                // some protocol is restricted to an ALPN
+	slots    *connSlots          // nil: no connection limit
+
+	refusedMax, refusedPerIP, timeouts atomic.Int64
+	limitLog, timeoutLog               rateLog
 
 	mu       sync.Mutex
 	ln       net.Listener
@@ -73,6 +85,9 @@ func (f *FrontDoor) init(addr net.Addr) {
 		for _, p := range f.Protocols {
 			f.matchers = append(f.matchers, p.Match)
 			f.byALPN = f.byALPN || len(p.ALPN) > 0
+		}
+		if f.MaxConnections > 0 || f.MaxConnectionsPerIP > 0 {
+			f.slots = newConnSlots(f.MaxConnections, f.MaxConnectionsPerIP)
 		}
 		f.httpLn = newChanListener(addr)
 		f.httpSrv = NewSiteServer(f.HTTP, f.Log, f.HandshakeTimeout, f.IdleTimeout)
@@ -141,6 +156,15 @@ func (f *FrontDoor) Serve(ln net.Listener) error {
 			return err
 		}
 		backoff = 0
+		if f.slots != nil {
+			release, perIP := f.slots.take(remoteAddrPort(c).Addr())
+			if release == nil {
+				c.Close()
+				f.refuse(c, perIP)
+				continue
+			}
+			c = &slotConn{Conn: c, release: release}
+		}
 		f.mu.Lock()
 		if f.closing {
 			f.mu.Unlock()
@@ -154,6 +178,46 @@ func (f *FrontDoor) Serve(ln net.Listener) error {
 			f.handle(c)
 		}()
 	}
+}
+
+// refuse counts and logs (at most once per interval) a connection closed at
+// accept because a connection limit was reached.
+func (f *FrontDoor) refuse(c net.Conn, perIP bool) {
+	limit, max := "maxConnections", f.MaxConnections
+	if perIP {
+		f.refusedPerIP.Add(1)
+		limit, max = "maxConnectionsPerIP", f.MaxConnectionsPerIP
+	} else {
+		f.refusedMax.Add(1)
+	}
+	f.limitLog.log(f.Log, slog.LevelWarn, limitLogInterval, "connection limit reached; closing new connections",
+		"limit", "server.limits."+limit, "max", max, "source", c.RemoteAddr().String())
+}
+
+// handshakeTimedOut counts and logs (at most once per interval) a
+// connection whose TLS handshake plus protocol header took longer than
+// HandshakeTimeout.
+func (f *FrontDoor) handshakeTimedOut(c net.Conn, stage string, read int) {
+	f.timeouts.Add(1)
+	f.timeoutLog.log(f.Log, slog.LevelInfo, limitLogInterval, "handshake timeout",
+		"timeout", f.HandshakeTimeout, "stage", stage, "read", read, "source", c.RemoteAddr().String())
+}
+
+// LimitStats counts what the front door's limits did since it started.
+type LimitStats struct {
+	Open              int   // connections open now; counted only when a connection limit is set
+	RefusedMax        int64 // closed at accept: MaxConnections reached
+	RefusedPerIP      int64 // closed at accept: MaxConnectionsPerIP reached
+	HandshakeTimeouts int64 // TLS handshake plus protocol header not done within HandshakeTimeout
+}
+
+// LimitStats returns the counters of the front door's limits.
+func (f *FrontDoor) LimitStats() LimitStats {
+	st := LimitStats{RefusedMax: f.refusedMax.Load(), RefusedPerIP: f.refusedPerIP.Load(), HandshakeTimeouts: f.timeouts.Load()}
+	if f.slots != nil {
+		st.Open = f.slots.open()
+	}
+	return st
 }
 
 // Shutdown stops accepting, lets the HTTP server finish its requests, and
@@ -215,6 +279,9 @@ func (f *FrontDoor) handle(raw net.Conn) {
 		err := tc.HandshakeContext(ctx)
 		cancel()
 		if err != nil {
+			if !time.Now().Before(deadline) {
+				f.handshakeTimedOut(raw, "tls", 0)
+			}
 			f.Log.Debug("tls handshake failed", "source", raw.RemoteAddr().String(), "err", err)
 			raw.Close()
 			return
@@ -248,6 +315,9 @@ func (f *FrontDoor) handle(raw net.Conn) {
 			// sent is the decoy's to answer, exactly as it would alone.
 			v = verdictDecoy
 		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			f.handshakeTimedOut(raw, "header", len(buf))
+		}
 		switch v {
 		case verdictMore:
 			continue
@@ -263,10 +333,10 @@ func (f *FrontDoor) handle(raw net.Conn) {
 				}
 				f.Log.Debug("fallback to decoy", "source", raw.RemoteAddr().String(), "read", len(buf), "reason", reason)
 			}
-			f.toHTTP(newPrefixConn(c, state, buf))
+			f.toHTTP(newPrefixConn(c, state, buf), deadline)
 			return
 		case verdictProto:
-			f.serveProtocol(c, state, buf, protos[i])
+			f.serveProtocol(c, state, buf, protos[i], deadline)
 			return
 		}
 	}
@@ -290,18 +360,29 @@ func (f *FrontDoor) forALPN(state *tls.ConnectionState) ([]RawProtocol, []protoc
 	return ps, ms
 }
 
-func (f *FrontDoor) toHTTP(c net.Conn) {
-	// net/http sets its own deadlines per request from here on.
-	c.SetDeadline(time.Time{})
+// toHTTP hands c to the HTTP server. net/http sets its own deadlines per
+// request from here on, except for a connection whose handshake deadline
+// has passed: its reads stay bound by that deadline, so that the site
+// answers what it was sent (a 400 for a complete bad request line) and
+// then finds the connection timed out, as it would have alone, instead of
+// granting a slow client a fresh header timeout.
+func (f *FrontDoor) toHTTP(c *prefixConn, deadline time.Time) {
+	if time.Now().Before(deadline) {
+		c.SetDeadline(time.Time{})
+	} else {
+		c.readBy = deadline
+		c.Conn.SetWriteDeadline(time.Time{})
+	}
 	if !f.httpLn.push(c) {
 		c.Close()
 	}
 }
 
-func (f *FrontDoor) serveProtocol(tc net.Conn, state *tls.ConnectionState, prefix []byte, p RawProtocol) {
+func (f *FrontDoor) serveProtocol(tc net.Conn, state *tls.ConnectionState, prefix []byte, p RawProtocol, deadline time.Time) {
 	rc := newRewindConn(tc, state, prefix)
+	var authed atomic.Bool
 	h := &inboundHandler{next: f.Handler, carrier: tc, inbound: p.Inbound, transport: "tls", source: remoteAddrPort(tc),
-		authenticated: rc.commit}
+		authenticated: func() { authed.Store(true); rc.commit() }}
 	base := f.BaseContext
 	if base == nil {
 		base = context.Background()
@@ -310,10 +391,13 @@ func (f *FrontDoor) serveProtocol(tc net.Conn, state *tls.ConnectionState, prefi
 	if err == nil {
 		return
 	}
+	if !authed.Load() && errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(deadline) {
+		f.handshakeTimedOut(tc, p.Name, len(prefix))
+	}
 	if errors.Is(err, protocols.ErrNotProtocol) {
 		if back := rc.Rewind(); back != nil {
 			f.Log.Debug("fallback to decoy", "source", tc.RemoteAddr().String(), "protocol", p.Name, "reason", err.Error())
-			f.toHTTP(back)
+			f.toHTTP(back, deadline)
 			return
 		}
 	}

@@ -92,10 +92,17 @@ type Router struct {
 
 	// Open tunnels, and who waits for there to be none. Not a WaitGroup:
 	// tunnels may start while Shutdown waits, which WaitGroup forbids.
-	mu      sync.Mutex
-	open    int64
-	drained chan struct{} // closed when open reaches zero; made by Wait
+	mu       sync.Mutex
+	open     int64
+	drained  chan struct{} // closed when open reaches zero; made by Wait
+	draining bool          // set by Wait: new tunnels are refused
 }
+
+// ErrDraining is why a tunnel that starts once the gateway is shutting down
+// (Router.Wait has been called) is refused: a new stream on a multiplexed
+// carrier (an AnyTLS session, an HTTP/2 or HTTP/3 connection) that was
+// accepted before the listeners closed.
+var ErrDraining = errors.New("gateway: shutting down: new tunnels are refused")
 
 // RouterOptions configures a Router.
 type RouterOptions struct {
@@ -166,11 +173,15 @@ func (rt *Router) Active() int64 {
 	return rt.open
 }
 
-// enter and leave bracket every tunnel.
-func (rt *Router) enter() {
+// enter and leave bracket every tunnel; enter refuses once Wait was called.
+func (rt *Router) enter() bool {
 	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if rt.draining {
+		return false
+	}
 	rt.open++
-	rt.mu.Unlock()
+	return true
 }
 
 func (rt *Router) leave() {
@@ -183,9 +194,12 @@ func (rt *Router) leave() {
 	rt.mu.Unlock()
 }
 
-// Wait blocks until every tunnel has ended or ctx is done.
+// Wait refuses every tunnel that starts from now on (with ErrDraining: the
+// gateway is draining) and blocks until every tunnel has ended or ctx is
+// done.
 func (rt *Router) Wait(ctx context.Context) error {
 	rt.mu.Lock()
+	rt.draining = true
 	if rt.open == 0 {
 		rt.mu.Unlock()
 		return nil
@@ -214,10 +228,17 @@ func (rt *Router) pick(req *tunnel.Request) string {
 
 // HandleStream implements tunnel.Handler.
 func (rt *Router) HandleStream(ctx context.Context, conn net.Conn, req tunnel.Request) error {
-	rt.enter()
-	defer rt.leave()
 	start := time.Now()
 	outTag := rt.pick(&req)
+	if !rt.enter() {
+		if dr, ok := conn.(tunnel.DialReporter); ok {
+			dr.ReportDial(ErrDraining)
+		}
+		conn.Close()
+		rt.log.Info("tunnel refused", append(tunnelAttrs(&req, outTag), "err", ErrDraining)...)
+		return ErrDraining
+	}
+	defer rt.leave()
 
 	dctx, cancel := context.WithTimeout(ctx, rt.dialTimeout)
 	target, err := rt.outbounds[outTag].DialStream(dctx, req.Target)
@@ -270,10 +291,14 @@ func (rt *Router) HandleStream(ctx context.Context, conn net.Conn, req tunnel.Re
 // most); a blocked one has its packets dropped. It logs one line per
 // association.
 func (rt *Router) HandlePacket(ctx context.Context, pc tunnel.PacketConn, req tunnel.Request) error {
-	rt.enter()
-	defer rt.leave()
 	start := time.Now()
 	outTag := rt.pick(&req)
+	if !rt.enter() {
+		pc.Close()
+		rt.log.Info("udp association refused", append(tunnelAttrs(&req, outTag), "err", ErrDraining)...)
+		return ErrDraining
+	}
+	defer rt.leave()
 	ctx = withPacketPolicy(ctx, rt.packetPolicy(pc, &req))
 	// Every later destination is routed too, so that a rule (a blocked
 	// range, say) holds for all packets of the association, not only the
@@ -349,4 +374,3 @@ func tunnelAttrs(req *tunnel.Request, out string) []any {
 	return []any{"user", req.User, "inbound", req.Inbound, "transport", req.Transport,
 		"network", req.Network.String(), "target", req.Target.String(), "source", req.Source.String(), "outbound", out}
 }
-

@@ -145,7 +145,7 @@ func TestXNetClientNoAuth(t *testing.T) {
 	if len(reqs) != 2 {
 		t.Fatalf("%d requests", len(reqs))
 	}
-	want := tunnel.Request{Network: protocols.NetworkTCP, Target: protocols.AddrFromAddrPort(echo.AddrPort()),
+	want := tunnel.Request{Protocol: "socks", Network: protocols.NetworkTCP, Target: protocols.AddrFromAddrPort(echo.AddrPort()),
 		Inbound: "local-socks", Transport: "socks"}
 	got := reqs[0]
 	if !got.Source.Addr().IsLoopback() || got.Source.Port() == 0 {

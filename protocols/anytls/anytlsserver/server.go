@@ -49,7 +49,10 @@ type Options struct {
 	// anytls.ParseScheme); "" means anytls.DefaultSchemeText.
 	PaddingScheme string
 	// MaxStreams bounds the streams one session has open at once; 0 means
-	// session.DefaultMaxStreams.
+	// session.DefaultMaxStreams (128). A stream past it gets the cmdSYNACK
+	// error "anytls: too many streams on this session" (to v2 clients) and
+	// cmdFIN; the session goes on. Refusals are counted (RefusedStreams)
+	// and warned about at most once per 10 s.
 	MaxStreams int
 	Inbound    string       // copied into every Request.Inbound
 	Transport  string       // copied into every Request.Transport ("tls", "ws", …)
@@ -81,6 +84,37 @@ type Server struct {
 	inbound    string
 	transport  string
 	log        *slog.Logger
+
+	refused      atomic.Int64 // streams refused past maxStreams
+	refusedShown atomic.Int64 // refused as of the last warning
+	lastWarn     atomic.Int64 // unix nanos of the last warning
+}
+
+// refusedWarnInterval is how often refused streams are warned about.
+const refusedWarnInterval = 10 * time.Second
+
+// RefusedStreams is how many streams were refused past MaxStreams, over
+// every session.
+func (s *Server) RefusedStreams() int64 { return s.refused.Load() }
+
+// streamRefused counts a stream refused past maxStreams and warns at most
+// once per refusedWarnInterval, with the count since the last warning.
+func (s *Server) streamRefused(log *slog.Logger) {
+	n := s.refused.Add(1)
+	now := time.Now().UnixNano()
+	last := s.lastWarn.Load()
+	if last != 0 && now-last < int64(refusedWarnInterval) || !s.lastWarn.CompareAndSwap(last, now) {
+		return
+	}
+	since := n - s.refusedShown.Swap(n)
+	log.Warn("anytls: streams refused: too many on one session", "max", s.maxStreamsOrDefault(), "refused_since_last_warning", since, "refused_total", n)
+}
+
+func (s *Server) maxStreamsOrDefault() int {
+	if s.maxStreams > 0 {
+		return s.maxStreams
+	}
+	return session.DefaultMaxStreams
 }
 
 var _ tunnel.Server = (*Server)(nil)
@@ -240,9 +274,11 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn, h tunnel.Handler)
 	sess := session.NewServer(conn, rest, session.ServerConfig{
 		Scheme:     s.scheme,
 		MaxStreams: s.maxStreams,
+		OnRefused:  func(uint32) { s.streamRefused(log) },
 		Log:        log,
 		Accept: func(st *session.Stream) {
 			s.serveStream(sctx, st, tunnel.Request{
+				Protocol:  "anytls",
 				User:      acct.label,
 				Network:   protocols.NetworkTCP,
 				Source:    source,

@@ -332,7 +332,9 @@ func TestWasteAndUnknown(t *testing.T) {
 	r.expect(cmdHeartResponse, 0, "")
 }
 
-// TestMaxStreams: past the limit a stream is refused, the session lives.
+// TestMaxStreams: past the limit a stream is refused (cmdSYNACK error,
+// cmdFIN), counted, and warned about once per interval however many there
+// are; the session lives on and takes a stream again once one ends.
 func TestMaxStreams(t *testing.T) {
 	hold := make(chan struct{})
 	var once sync.Once
@@ -346,17 +348,32 @@ func TestMaxStreams(t *testing.T) {
 		}
 		return c.Close()
 	})
-	e := newEnv(t, anytlsserver.Options{MaxStreams: 1}, h)
+	logs := &lockedBuffer{}
+	e := newEnv(t, anytlsserver.Options{MaxStreams: 1, Log: slog.New(slog.NewTextHandler(logs, nil))}, h)
 	r := e.dial(t)
 	target := ipv4Target(netip.MustParseAddrPort("192.0.2.1:80"))
 	r.send(authBytes(alicePassword, 30), settings("2", defaultMD5), anytlstest.Frame(cmdSYN, 1, ""), anytlstest.Frame(cmdPSH, 1, target))
 	r.expect(cmdServerSettings, 0, "v=2")
 	r.expect(cmdSYNACK, 1, "")
-	r.send(anytlstest.Frame(cmdSYN, 2, ""), anytlstest.Frame(cmdPSH, 2, target))
-	r.expect(cmdSYNACK, 2, "anytls: too many streams on this session")
-	r.expect(cmdFIN, 2, "")
+	const refused = 200
+	for id := uint32(2); id < 2+refused; id++ {
+		r.send(anytlstest.Frame(cmdSYN, id, ""), anytlstest.Frame(cmdPSH, id, target))
+		r.expect(cmdSYNACK, id, "anytls: too many streams on this session")
+		r.expect(cmdFIN, id, "")
+	}
+	if n := e.srv.RefusedStreams(); n != refused {
+		t.Errorf("RefusedStreams = %d, want %d", n, refused)
+	}
+	if n := strings.Count(logs.String(), "streams refused"); n != 1 {
+		t.Errorf("%d warnings for %d refusals in a burst, want 1:\n%s", n, refused, logs.String())
+	}
 	release()
 	r.expect(cmdFIN, 1, "")
+	// The session goes on: a new stream fits again.
+	next := uint32(2 + refused)
+	r.send(anytlstest.Frame(cmdSYN, next, ""), anytlstest.Frame(cmdPSH, next, target))
+	r.expect(cmdSYNACK, next, "")
+	r.expect(cmdFIN, next, "")
 }
 
 type handlerFunc func(ctx context.Context, c net.Conn, req tunnel.Request) error
@@ -400,7 +417,7 @@ func TestRequest(t *testing.T) {
 	r.send(authBytes("bob's password", 30), settings("2", defaultMD5), anytlstest.Frame(cmdSYN, 5, ""), anytlstest.Frame(cmdPSH, 5, domainTarget("example.com", 443)))
 	req := <-got
 	local := r.c.LocalAddr().(*net.TCPAddr).AddrPort()
-	want := tunnel.Request{User: anytlsserver.Label("bob's password"), Network: protocols.NetworkTCP,
+	want := tunnel.Request{Protocol: "anytls", User: anytlsserver.Label("bob's password"), Network: protocols.NetworkTCP,
 		Target: protocols.Addr{Domain: "example.com", Port: 443}, Source: local, Inbound: "in-anytls", Transport: "tls"}
 	if req != want {
 		t.Errorf("request = %+v\nwant %+v", req, want)

@@ -181,8 +181,14 @@ type ServerConfig struct {
 	// Scheme is the padding scheme clients must use; nil means the default.
 	Scheme *anytls.Scheme
 	// MaxStreams bounds the streams open at once; a cmdSYN past it is
-	// answered with cmdSYNACK (v2) and cmdFIN. 0 means DefaultMaxStreams.
+	// answered with cmdSYNACK (v2) and cmdFIN, and the session goes on.
+	// 0 means DefaultMaxStreams.
 	MaxStreams int
+	// OnRefused, when set, is called (on the session's reader goroutine;
+	// it must not block) for each stream refused past MaxStreams, and the
+	// session itself logs the refusal at debug level only: the caller
+	// counts and rate-limits the warning. Nil: the session warns each time.
+	OnRefused func(id uint32)
 	// Accept is called, in a goroutine of its own, for each stream the
 	// client opens. It owns the stream and must end with Finish (or Close).
 	Accept func(*Stream)
@@ -225,6 +231,7 @@ type Session struct {
 	// server
 	scheme       *anytls.Scheme
 	maxStreams   int
+	onRefused    func(id uint32)
 	accept       func(*Stream)
 	settingsSeen bool // reader goroutine only
 	handlers     sync.WaitGroup
@@ -278,6 +285,7 @@ func NewServer(conn net.Conn, prefix []byte, cfg ServerConfig) *Session {
 		s.maxStreams = DefaultMaxStreams
 	}
 	s.accept = cfg.Accept
+	s.onRefused = cfg.OnRefused
 	return s
 }
 
@@ -662,7 +670,12 @@ func (s *Session) handleSYN(id uint32, n int) error {
 	}
 	if s.live >= s.maxStreams {
 		s.mu.Unlock()
-		s.log.Warn("anytls: stream refused: too many streams", "stream", id, "max", s.maxStreams)
+		if s.onRefused != nil {
+			s.log.Debug("anytls: stream refused: too many streams", "stream", id, "max", s.maxStreams)
+			s.onRefused(id)
+		} else {
+			s.log.Warn("anytls: stream refused: too many streams", "stream", id, "max", s.maxStreams)
+		}
 		if s.peerVersion.Load() >= 2 {
 			s.queueFrame(anytls.CmdSYNACK, id, []byte(ErrTooManyStreams.Error()))
 		}

@@ -267,7 +267,7 @@ func TestTunnel(t *testing.T) {
 				t.Errorf("payload = %q", got)
 			}
 			want := tunnel.Request{
-				User: "alice@example.com", Network: protocols.NetworkTCP,
+				Protocol: "vless", User: "alice@example.com", Network: protocols.NetworkTCP,
 				Target:  protocols.Addr{Domain: "example.com", Port: 8443},
 				Source:  netip.MustParseAddrPort("192.0.2.7:40000"),
 				Inbound: "in-1", Transport: "tls",

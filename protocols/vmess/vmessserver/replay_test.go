@@ -2,6 +2,7 @@ package vmessserver
 
 import (
 	mathrand "math/rand/v2"
+	"runtime"
 	"testing"
 
 	"github.com/google/uuid"
@@ -140,4 +141,64 @@ func TestLegacyTableWindow(t *testing.T) {
 	if tab.size() > maxSize {
 		t.Errorf("%d entries after jumps", tab.size())
 	}
+}
+
+// TestReplayFloodMemory: a flood of 1,000,000 distinct AuthIDs inside one
+// window (what a holder of a user's key could send; without a key no
+// AuthID decrypts and nothing reaches the filter) keeps the AuthID filter
+// at its bound, maxAuthIDs keys, in well under 64 MiB of heap. Replays of
+// AuthIDs it holds are still refused as replays, full or not; a new AuthID
+// while it is full is refused (fail closed: ErrReplayFilterFull, the
+// connection goes to the decoy) until AuthIDs expire, and never forgets a
+// live one to make room.
+func TestReplayFloodMemory(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector's shadow memory makes heap figures meaningless")
+	}
+	heap := func() uint64 {
+		runtime.GC()
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	before := heap()
+	s := newExpiringSet[[16]byte](maxAuthIDs)
+	const now = 1_700_000_000
+	const flood = 1_000_000
+	expire := int64(now + vmess.MaxTimeSkew + 1)
+	var full int
+	for i := range uint64(flood) {
+		added, f := s.add(key(i), expire, now+int64(i%3)) // within a few seconds
+		switch {
+		case f:
+			full++
+		case !added:
+			t.Fatalf("distinct AuthID %d refused as a replay", i)
+		}
+		if i == maxAuthIDs/2 {
+			// Not full yet: a genuine replay is refused as one.
+			if added, f := s.add(key(7), expire, now+2); added || f {
+				t.Fatalf("a replay before the bound: added %v, full %v", added, f)
+			}
+		}
+	}
+	after := heap()
+	used := int64(after) - int64(before)
+	t.Logf("replay filter after %d distinct AuthIDs: %d held, %d refused as full, heap %.1f MiB", flood, s.len(), full, float64(used)/(1<<20))
+	if s.len() != maxAuthIDs || full != flood-maxAuthIDs {
+		t.Fatalf("held %d (bound %d), full refusals %d", s.len(), maxAuthIDs, full)
+	}
+	if used > 64<<20 {
+		t.Fatalf("the filter holds %.1f MiB after the flood; bound 64 MiB", float64(used)/(1<<20))
+	}
+	// Full: a replay of a held AuthID is still a replay, not "full".
+	if added, f := s.add(key(12345), expire, now+3); added || f {
+		t.Errorf("a replay while full: added %v, full %v", added, f)
+	}
+	// Room comes back when the window passes.
+	if added, f := s.add(key(flood+1), expire+300, expire); !added || f {
+		t.Errorf("after expiry: added %v, full %v", added, f)
+	}
+	runtime.KeepAlive(s)
 }

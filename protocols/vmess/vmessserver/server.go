@@ -393,6 +393,7 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn, h tunnel.Handler)
 		return err
 	}
 	treq := tunnel.Request{
+		Protocol:  "vmess",
 		User:      acct.label,
 		Network:   protocols.NetworkTCP,
 		Target:    req.Target,
@@ -496,7 +497,9 @@ func (s *Server) readHeader(conn net.Conn, buf []byte) (hs handshake, err error)
 	switch {
 	case full:
 		err = fmt.Errorf("%w (user %s)", ErrReplayFilterFull, a.label)
-		s.log.Warn("vmess: replay filter full; refusing new connections until AuthIDs expire", "inbound", s.inbound, "user", a.label)
+		if s.warns.allow("replay filter full", now) { // at most once per 10 s: a full filter means a flood
+			s.log.Warn("vmess: replay filter full; refusing new connections until AuthIDs expire", "inbound", s.inbound, "user", a.label, "max", maxAuthIDs)
+		}
 		return hs, notProtocol(err)
 	case !added:
 		err = fmt.Errorf("%w (user %s): two connections raced with one AuthID", ErrReplay, a.label)

@@ -1,0 +1,5 @@
+//go:build !race
+
+package vmessserver
+
+const raceEnabled = false
