@@ -62,9 +62,16 @@ func (s *Server) init() {
 			},
 			IdleTimeout: idle,
 			Logger:      s.Log,
+			ConnContext: func(ctx context.Context, c *quicgo.Conn) context.Context {
+				return context.WithValue(ctx, quicConnKey{}, c)
+			},
 		}
 	})
 }
+
+// quicConnKey carries a request's QUIC connection in its context, so that
+// a tunnel route can wait for the connection's handshake.
+type quicConnKey struct{}
 
 // Serve serves pc until Close; it returns the socket's error.
 func (s *Server) Serve(pc net.PacketConn) error {
@@ -114,6 +121,19 @@ func (h *TunnelHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		(h.Host != "" && !sameHost(r.Host, h.Host)) {
 		h.next(w, r)
 		return
+	}
+	// A request that came as 0-RTT data may be a replay of a recorded
+	// first flight: nothing proves the sender holds the keys until the
+	// handshake completes, which a replayer cannot do. So a tunnel waits
+	// for it before answering or reading the protocol's header (the
+	// client's 0-RTT bytes wait in the stream meanwhile); the site's
+	// requests are served at once, as every HTTP/3 server does.
+	if c, ok := r.Context().Value(quicConnKey{}).(*quicgo.Conn); ok {
+		select {
+		case <-c.HandshakeComplete():
+		case <-r.Context().Done():
+			return
+		}
 	}
 	w.WriteHeader(http.StatusOK)
 	str, err := streamer.HTTPStream()

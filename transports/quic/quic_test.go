@@ -191,3 +191,124 @@ type headerRecorder struct{ h http.Header }
 func (r *headerRecorder) Header() http.Header         { return r.h }
 func (r *headerRecorder) Write(b []byte) (int, error) { return len(b), nil }
 func (r *headerRecorder) WriteHeader(int)             {}
+
+// udpRecorder forwards datagrams between one client and a server, and
+// keeps the client's first flight of each connection: the datagrams it
+// sends before the server has answered (Initial and 0-RTT packets).
+type udpRecorder struct {
+	front  *net.UDPConn
+	server *net.UDPAddr
+
+	mu      sync.Mutex
+	flight  [][]byte // the latest connection's first flight
+	replied bool
+}
+
+func newUDPRecorder(t *testing.T, server string) *udpRecorder {
+	front, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, _ := net.ResolveUDPAddr("udp", server)
+	r := &udpRecorder{front: front, server: srv}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		backs := map[string]*net.UDPConn{} // client address -> its own socket to the server
+		buf := make([]byte, 65535)
+		for {
+			n, from, err := front.ReadFromUDP(buf)
+			if err != nil {
+				for _, b := range backs {
+					b.Close()
+				}
+				return
+			}
+			back, ok := backs[from.String()]
+			if !ok { // a new client socket: a new connection
+				back, err = net.DialUDP("udp", nil, srv)
+				if err != nil {
+					continue
+				}
+				backs[from.String()] = back
+				r.mu.Lock()
+				r.flight, r.replied = nil, false
+				r.mu.Unlock()
+				wg.Add(1)
+				go func(back *net.UDPConn, client *net.UDPAddr) {
+					defer wg.Done()
+					b := make([]byte, 65535)
+					for {
+						n, err := back.Read(b)
+						if err != nil {
+							return
+						}
+						r.mu.Lock()
+						r.replied = true
+						r.mu.Unlock()
+						front.WriteToUDP(b[:n], client)
+					}
+				}(back, from)
+			}
+			r.mu.Lock()
+			if !r.replied {
+				r.flight = append(r.flight, append([]byte(nil), buf[:n]...))
+			}
+			r.mu.Unlock()
+			back.Write(buf[:n])
+		}
+	}()
+	t.Cleanup(func() { front.Close(); wg.Wait() })
+	return r
+}
+
+// TestZeroRTTReplayGetsNoTunnel: a recorded 0-RTT first flight replayed
+// from another socket reaches no tunnel handler, because a tunnel waits
+// for the handshake that a replayer cannot finish. Without that wait, the
+// replayed request would be served again (and its payload re-sent to the
+// target).
+func TestZeroRTTReplayGetsNoTunnel(t *testing.T) {
+	f := start(t)
+	rec := newUDPRecorder(t, f.addr)
+	d := &Dialer{Address: rec.front.LocalAddr().String(), Path: "/t", TLS: &tls.Config{ServerName: "site.test", RootCAs: f.roots}}
+	defer d.Close()
+	for i := 0; i < 2; i++ { // the first connection gets a ticket, the second uses 0-RTT
+		c, err := d.DialConn(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		echo(t, c, 100)
+		c.Close()
+		<-f.seen
+		if i == 0 {
+			time.Sleep(100 * time.Millisecond) // the ticket arrives after the handshake
+			d.Close()
+		}
+	}
+	if !d.conn.ConnectionState().Used0RTT {
+		t.Fatal("the second connection did not use 0-RTT; nothing to replay")
+	}
+	rec.mu.Lock()
+	flight := rec.flight
+	rec.mu.Unlock()
+	if len(flight) == 0 {
+		t.Fatal("recorded no first flight")
+	}
+	d.Close()
+	time.Sleep(500 * time.Millisecond) // let the server forget the original connection
+
+	attacker, err := net.DialUDP("udp", nil, rec.server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer attacker.Close()
+	for _, p := range flight {
+		attacker.Write(p)
+	}
+	select {
+	case r := <-f.seen:
+		t.Fatalf("a replayed 0-RTT flight opened a tunnel (%s %s)", r.Method, r.URL.Path)
+	case <-time.After(3 * time.Second):
+	}
+}
