@@ -5,9 +5,9 @@ GO ?= go
 CODEC_PKGS := ./protocols ./protocols/links ./protocols/vless ./protocols/anytls ./protocols/vmess ./wasm/api
 # Packages with allocation and memory tests (TestXxxAllocs…, TestXxxMemory), run
 # without -race (which distorts both).
-ALLOC_PKGS := ./gateway ./protocols/vmess ./protocols/vmess/internal/vmessconn ./protocols/anytls/session
+ALLOC_PKGS := ./gateway ./protocols/vmess ./protocols/vmess/internal/vmessconn ./protocols/vmess/vmessserver ./protocols/anytls/session
 
-.PHONY: test peers vet race allocs wasm fuzz-short fuzz build
+.PHONY: test peers vet race allocs wasm fuzz-short fuzz build soak
 
 test: peers vet race allocs wasm fuzz-short
 	@echo "make test: all checks passed"
@@ -46,3 +46,8 @@ fuzz:
 
 build:
 	$(GO) build -o bin/portico ./cmd/portico
+
+# The load test of issue #9, not part of `test`: 2,000 tunnels at once over
+# every protocol and transport, three rounds, a few minutes at most.
+soak:
+	PORTICO_SOAK=1 $(GO) test -run '^TestSoak$$' -count=1 -timeout 15m -v ./gateway/

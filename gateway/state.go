@@ -120,30 +120,48 @@ func newRouteKey() string {
 	return hex.EncodeToString(b)
 }
 
-// Save writes the state atomically (temp file and rename), mode 0600.
-func (s *State) Save() error {
+// Save writes the state atomically, mode 0600: a temp file beside
+// state.json gets the mode, the data and an fsync, and is renamed over it.
+// On any failure the temp file is removed and state.json is left as it
+// was. Errors are one line naming state.json and the cause ("no space left
+// on device").
+func (s *State) Save() (err error) {
 	data, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
 		return err
 	}
+	path := filepath.Join(s.Dir, stateFile)
+	fail := func(err error) error { return fmt.Errorf("state: write %s: %w", path, unwrapPathErr(err)) }
 	tmp, err := os.CreateTemp(s.Dir, ".state-*")
 	if err != nil {
-		return fmt.Errorf("state: %w", err)
+		return fail(err)
 	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(append(data, '\n')); err != nil {
-		tmp.Close()
-		return fmt.Errorf("state: write: %w", err)
-	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
 	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return fmt.Errorf("state: %w", err)
+		return fail(err)
+	}
+	if _, err := tmp.Write(append(data, '\n')); err != nil {
+		return fail(err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return fail(err)
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("state: write: %w", err)
+		return fail(err)
 	}
-	if err := os.Rename(tmp.Name(), filepath.Join(s.Dir, stateFile)); err != nil {
-		return fmt.Errorf("state: %w", err)
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fail(err)
+	}
+	// Make the rename itself durable; a folder that cannot be synced
+	// (some network file systems) still has the new file.
+	if d, err := os.Open(s.Dir); err == nil {
+		d.Sync()
+		d.Close()
 	}
 	return nil
 }
