@@ -13,9 +13,11 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -42,6 +44,14 @@ import (
 type Options struct {
 	StateDir string       // for self-signed certificates and ACME storage; default DefaultStateDir()
 	Log      *slog.Logger // default slog.Default()
+	// ConfigPath is the file the config came from: Reload reads it again.
+	// Empty (the embedded default): Reload has nothing to read.
+	ConfigPath string
+	// Listen, when set, overrides server.listen (the -listen flag), on
+	// reloads too.
+	Listen string
+	// Version is the build's version, for metrics.
+	Version string
 	// PlaygroundWasm and PlaygroundWasmExec are the files server.playground
 	// serves (portico.wasm and wasm_exec.js); the command line finds them.
 	PlaygroundWasm, PlaygroundWasmExec string
@@ -51,9 +61,29 @@ type Options struct {
 // listeners, the router and its outbounds. New builds it, Start listens,
 // Shutdown drains.
 type Gateway struct {
-	cfg    *Config
+	cfg    *Config // as started: what only a restart changes comes from here
+	opts   Options
 	log    *slog.Logger
 	router *Router
+
+	// root is the running gateway when this one was built by a reload to
+	// lend it its new parts: routes built here must serve through the
+	// running gateway's router and life. Nil otherwise.
+	root *Gateway
+
+	current    atomic.Pointer[Config]          // the config now in force (the last reload's)
+	users      atomic.Pointer[inboundRegistry] // tunnel inbounds and their users
+	reloadMu   sync.Mutex                      // one reload or user change at a time
+	refusedLog rateLog                         // users refused for quota or expiry
+	failures   handshakeFailures               // for metrics
+	site       *swapHandler                    // the site with its tunnel routes; a reload swaps it
+	certNow    atomic.Pointer[certHolder]      // the certificate source in force
+	siteNext   http.Handler                    // built by a reload's gateway, for root.site
+	raw        []RawProtocol                   // the raw-TLS protocols as built
+	statsFile  string                          // where the counters are kept; "" = not kept
+	statsLog   rateLog
+	adminLn    net.Listener
+	adminSrv   *http.Server
 
 	front     *FrontDoor
 	certs     acme.Source
@@ -81,13 +111,27 @@ type localInbound struct {
 // New builds a gateway from a checked config. It reads certificate files and
 // creates the state it needs, but opens no listener.
 func New(cfg *Config, opts Options) (*Gateway, error) {
-	g := &Gateway{cfg: cfg, log: opts.Log}
+	return newGateway(cfg, opts, nil)
+}
+
+// newGateway builds a gateway; with prev (a reload), it reuses prev's
+// protocol servers, outbounds and certificates where the config left them
+// unchanged, so that their sessions and pools live on.
+func newGateway(cfg *Config, opts Options, prev *Gateway) (*Gateway, error) {
+	if opts.Listen != "" && cfg.Server != nil {
+		cfg.Server.Listen = opts.Listen
+	}
+	g := &Gateway{cfg: cfg, log: opts.Log, opts: opts, root: prev}
 	if g.log == nil {
 		g.log = slog.Default()
 	}
+	g.current.Store(cfg)
 	outs, defOut, err := buildOutbounds(cfg.Outbounds)
 	if err != nil {
 		return nil, err
+	}
+	if prev != nil {
+		prev.reuseOutbounds(cfg, outs)
 	}
 	var rules []Rule
 	for i, rc := range cfg.Routing.Rules {
@@ -105,6 +149,7 @@ func New(cfg *Config, opts Options) (*Gateway, error) {
 	}
 
 	var raw []RawProtocol
+	reg := newInboundRegistry()
 	secure := cfg.Server == nil || cfg.Server.TLS.Source != "none"
 	for i, in := range cfg.Inbounds {
 		tag := in.Tag
@@ -134,10 +179,26 @@ func New(cfg *Config, opts Options) (*Gateway, error) {
 		if network == "tcp" {
 			transport = "tls"
 		}
-		p, err := g.protocolServer(in.settings, tag, transport, secure || network == "quic")
-		if err != nil {
-			return nil, fmt.Errorf("inbounds[%d]: %w", i, err)
+		identity := inboundIdentity(in, tag)
+		var p RawProtocol
+		var srv any
+		if old := prev.reusableInbound(tag, identity); old != nil {
+			p, srv = old.proto, old.server
+		} else {
+			p, srv, err = g.protocolServer(in.settings, tag, transport, secure || network == "quic")
+			if err != nil {
+				return nil, fmt.Errorf("inbounds[%d]: %w", i, err)
+			}
 		}
+		ti := &tunnelInbound{tag: tag, protocol: in.Protocol, transport: transport, server: srv, proto: p,
+			identity: identity, users: configUsers(in.settings)}
+		if prev != nil && srv != nil {
+			// A reused server gets the new config's users; a new one has them.
+			if err := ti.apply(ti.users); err != nil {
+				return nil, fmt.Errorf("inbounds[%d]: %w", i, err)
+			}
+		}
+		reg.add(ti)
 		if network == "tcp" {
 			if in.StreamSettings != nil {
 				p.ALPN = in.StreamSettings.ALPN
@@ -152,8 +213,11 @@ func New(cfg *Config, opts Options) (*Gateway, error) {
 	// an AES block per user.
 	cost := map[string]int{"vless": 0, "anytls": 1, "vmess": 2}
 	slices.SortStableFunc(raw, func(a, b RawProtocol) int { return cost[a.Name] - cost[b.Name] })
+	reg.refreshLimits()
+	g.users.Store(reg)
+	g.raw = raw
 	if cfg.Server != nil {
-		if err := g.buildFront(cfg.Server, raw, opts); err != nil {
+		if err := g.buildFront(cfg.Server, raw, opts, prev); err != nil {
 			return nil, err
 		}
 	}
@@ -162,7 +226,7 @@ func New(cfg *Config, opts Options) (*Gateway, error) {
 
 // protocolServer builds the server of one tunnel inbound. secure says the
 // carrier is TLS (VLESS v1 needs it).
-func (g *Gateway) protocolServer(settings any, tag, transport string, secure bool) (RawProtocol, error) {
+func (g *Gateway) protocolServer(settings any, tag, transport string, secure bool) (RawProtocol, any, error) {
 	switch s := settings.(type) {
 	case *VLESSInbound:
 		users := make([]vlessserver.User, 0, len(s.Clients))
@@ -171,37 +235,37 @@ func (g *Gateway) protocolServer(settings any, tag, transport string, secure boo
 		}
 		// Under TLS v1 is accepted beside v0 (the first byte decides per
 		// connection).
-		srv, err := vlessserver.New(vlessserver.Options{Users: users, Inbound: tag, Transport: transport, Log: g.log,
+		srv, err := vlessserver.New(vlessserver.Options{Users: users, Inbound: tag, Transport: transport, Log: g.log, Admit: g.live().admit,
 			V1: secure, Secure: secure})
 		if err != nil {
-			return RawProtocol{}, err
+			return RawProtocol{}, nil, err
 		}
-		return RawProtocol{Name: "vless", Inbound: tag, Match: srv.Match, Server: srv}, nil
+		return RawProtocol{Name: "vless", Inbound: tag, Match: srv.Match, Server: srv}, srv, nil
 	case *VMessInbound:
 		users := make([]vmessserver.User, 0, len(s.Clients))
 		for _, c := range s.Clients {
 			users = append(users, vmessserver.User{ID: uuid.MustParse(c.ID), AlterID: c.AlterID, Email: c.Email, Level: c.Level})
 		}
-		srv, err := vmessserver.New(vmessserver.Options{Users: users, Inbound: tag, Transport: transport, Log: g.log,
+		srv, err := vmessserver.New(vmessserver.Options{Users: users, Inbound: tag, Transport: transport, Log: g.log, Admit: g.live().admit,
 			AllowLegacy:               s.AllowLegacy || envFalse("V2RAY_VMESS_AEAD_FORCED") || envFalse("v2ray.vmess.aead.forced"),
 			DisableInsecureEncryption: s.DisableInsecureEncryption})
 		if err != nil {
-			return RawProtocol{}, err
+			return RawProtocol{}, nil, err
 		}
-		return RawProtocol{Name: "vmess", Inbound: tag, Match: srv.Match, Server: srv}, nil
+		return RawProtocol{Name: "vmess", Inbound: tag, Match: srv.Match, Server: srv}, srv, nil
 	case *AnyTLSInbound:
 		users := make([]anytlsserver.User, 0, len(s.Users))
 		for _, u := range s.Users {
 			users = append(users, anytlsserver.User{Password: u.Password, Email: u.Email, Level: u.Level})
 		}
 		srv, err := anytlsserver.New(anytlsserver.Options{Users: users, PaddingScheme: s.PaddingScheme,
-			MaxStreams: s.MaxStreams, Inbound: tag, Transport: transport, Log: g.log})
+			MaxStreams: s.MaxStreams, Inbound: tag, Transport: transport, Log: g.log, Admit: g.live().admit})
 		if err != nil {
-			return RawProtocol{}, err
+			return RawProtocol{}, nil, err
 		}
-		return RawProtocol{Name: "anytls", Inbound: tag, Match: srv.Match, Server: srv}, nil
+		return RawProtocol{Name: "anytls", Inbound: tag, Match: srv.Match, Server: srv}, srv, nil
 	}
-	return RawProtocol{}, fmt.Errorf("no server for %T", settings)
+	return RawProtocol{}, nil, fmt.Errorf("no server for %T", settings)
 }
 
 func buildOutbounds(list []OutboundConfig) (map[string]tunnel.Dialer, string, error) {
@@ -321,7 +385,7 @@ func carrierDialer(host string, port uint16, ss *StreamSettings) (tunnel.ConnDia
 	return &rawtls.Dialer{Address: addr, TLS: cfg}, nil
 }
 
-func (g *Gateway) buildFront(sc *ServerConfig, raw []RawProtocol, opts Options) error {
+func (g *Gateway) buildFront(sc *ServerConfig, raw []RawProtocol, opts Options, prev *Gateway) error {
 	stateDir := opts.StateDir
 	if sc.TLS.StateDir != "" {
 		stateDir = sc.TLS.StateDir
@@ -346,6 +410,88 @@ func (g *Gateway) buildFront(sc *ServerConfig, raw []RawProtocol, opts Options) 
 				alpn = append(alpn, a) // offered so that the inbound can be reached
 			}
 		}
+	}
+	if prev != nil && prev.cfg.Server != nil && reflect.DeepEqual(prev.current.Load().Server.TLS, sc.TLS) {
+		// Unchanged: keep the running source (and its renewals, its pin).
+		g.certs, g.selfCert, g.acmeMgr = prev.certs, prev.selfCert, prev.acmeMgr
+		if h := prev.certNow.Load(); h != nil {
+			g.certs = h.src
+		}
+		if prev.acmeMgr != nil {
+			alpn = append(alpn, prev.acmeMgr.NextProtos()...)
+		}
+	} else if err := g.buildCerts(sc, prev, needState, &alpn); err != nil {
+		return err
+	}
+	g.certNow.Store(&certHolder{g.certs})
+
+	var site http.Handler
+	switch {
+	case sc.Decoy.Upstream != "":
+		h, err := ProxySite(sc.Decoy.Upstream)
+		if err != nil {
+			return fmt.Errorf("server.decoy.upstream: %w", err)
+		}
+		site = h
+	case sc.Decoy.Dir != "":
+		var fsys fs.FS
+		fsys, err := DirSite(sc.Decoy.Dir)
+		if err != nil {
+			return fmt.Errorf("server.decoy.dir: %w", err)
+		}
+		site = SiteHandler(fsys)
+	default:
+		site = SiteHandler(BuiltinSite())
+	}
+	var trusted []netip.Prefix
+	for _, t := range sc.TrustedProxies {
+		trusted = append(trusted, parsePrefix(t))
+	}
+	if pg := sc.Playground; pg != nil {
+		if opts.PlaygroundWasm == "" || opts.PlaygroundWasmExec == "" {
+			return fmt.Errorf("server.playground: portico.wasm and wasm_exec.js were not found (set server.playground.wasmDir)")
+		}
+		site = mountPlayground(site, pg.Path, PlaygroundHandler(opts.PlaygroundWasm, opts.PlaygroundWasmExec))
+	}
+	// The site's requests get the handshake timeout to send their bodies
+	// too; tunnel routes are not under it.
+	site = siteReadDeadline(site, g.handshakeTimeout())
+	handler := g.routeTable(site, trusted)
+	if prev != nil {
+		g.siteNext = handler
+		return nil // the running front door, its TLS and HTTP/3 stay
+	}
+	g.site = newSwapHandler(handler)
+	var tlsCfg *tls.Config
+	if g.certs != nil {
+		tlsCfg = &tls.Config{GetCertificate: g.getCertificate, NextProtos: alpn, MinVersion: tls.VersionTLS12}
+	}
+	g.front = &FrontDoor{
+		TLS:              tlsCfg,
+		HTTP:             g.site,
+		Protocols:        raw,
+		Handler:          g.router,
+		Log:              g.log,
+		HandshakeTimeout: g.handshakeTimeout(),
+
+		failures:            &g.failures,
+		MaxConnections:      sc.Limits.MaxConnections,
+		MaxConnectionsPerIP: sc.Limits.MaxConnectionsPerIP,
+	}
+	if g.wantsHTTP3() {
+		g.h3 = &quic.Server{TLS: &tls.Config{GetCertificate: g.getCertificate, MinVersion: tls.VersionTLS13},
+			Handler: g.site, Log: g.log}
+	}
+	return nil
+}
+
+// buildCerts builds the certificate source sc asks for. A reload may swap
+// a self-signed or files source for another; ACME settings need a restart.
+func (g *Gateway) buildCerts(sc *ServerConfig, prev *Gateway, needState func() (string, error), alpnp *[]string) error {
+	alpn := *alpnp
+	defer func() { *alpnp = alpn }()
+	if prev != nil && (sc.TLS.Source == "acme" || prev.acmeMgr != nil) {
+		return fmt.Errorf("server.tls: changing ACME settings needs a restart")
 	}
 	switch sc.TLS.Source {
 	case "", "self-signed":
@@ -405,57 +551,6 @@ func (g *Gateway) buildFront(sc *ServerConfig, raw []RawProtocol, opts Options) 
 		alpn = append(alpn, m.NextProtos()...)
 	}
 
-	var site http.Handler
-	switch {
-	case sc.Decoy.Upstream != "":
-		h, err := ProxySite(sc.Decoy.Upstream)
-		if err != nil {
-			return fmt.Errorf("server.decoy.upstream: %w", err)
-		}
-		site = h
-	case sc.Decoy.Dir != "":
-		var fsys fs.FS
-		fsys, err := DirSite(sc.Decoy.Dir)
-		if err != nil {
-			return fmt.Errorf("server.decoy.dir: %w", err)
-		}
-		site = SiteHandler(fsys)
-	default:
-		site = SiteHandler(BuiltinSite())
-	}
-	var trusted []netip.Prefix
-	for _, t := range sc.TrustedProxies {
-		trusted = append(trusted, parsePrefix(t))
-	}
-	if pg := sc.Playground; pg != nil {
-		if opts.PlaygroundWasm == "" || opts.PlaygroundWasmExec == "" {
-			return fmt.Errorf("server.playground: portico.wasm and wasm_exec.js were not found (set server.playground.wasmDir)")
-		}
-		site = mountPlayground(site, pg.Path, PlaygroundHandler(opts.PlaygroundWasm, opts.PlaygroundWasmExec))
-	}
-	// The site's requests get the handshake timeout to send their bodies
-	// too; tunnel routes are not under it.
-	site = siteReadDeadline(site, g.handshakeTimeout())
-	handler := g.routeTable(site, trusted)
-	var tlsCfg *tls.Config
-	if g.certs != nil {
-		tlsCfg = &tls.Config{GetCertificate: g.certs.GetCertificate, NextProtos: alpn, MinVersion: tls.VersionTLS12}
-	}
-	g.front = &FrontDoor{
-		TLS:              tlsCfg,
-		HTTP:             handler,
-		Protocols:        raw,
-		Handler:          g.router,
-		Log:              g.log,
-		HandshakeTimeout: g.handshakeTimeout(),
-
-		MaxConnections:      sc.Limits.MaxConnections,
-		MaxConnectionsPerIP: sc.Limits.MaxConnectionsPerIP,
-	}
-	if g.wantsHTTP3() {
-		g.h3 = &quic.Server{TLS: &tls.Config{GetCertificate: g.certs.GetCertificate, MinVersion: tls.VersionTLS13},
-			Handler: handler, Log: g.log}
-	}
 	return nil
 }
 
@@ -602,6 +697,10 @@ func (g *Gateway) Start(ctx context.Context) error {
 	for i, li := range g.locals {
 		g.log.Info("local proxy", "protocol", li.protocol, "listen", lns[i].Addr().String())
 	}
+	if err := g.startOperations(life); err != nil {
+		g.Shutdown(context.Background())
+		return err
+	}
 	return nil
 }
 
@@ -702,6 +801,10 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	if g.acmeMgr != nil {
 		g.acmeMgr.Stop()
 	}
+	if g.adminSrv != nil {
+		g.adminSrv.Close()
+	}
+	g.saveStats()
 	g.router.closeOutbounds()
 	g.wg.Wait()
 	return err

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/portico-gw/portico/admin"
 )
 
 // Config is Portico's JSON config: one file for a server and for a client.
@@ -22,6 +24,31 @@ type Config struct {
 	Routing   RoutingConfig    `json:"routing"`
 	Timeouts  TimeoutConfig    `json:"timeouts"`
 	UDP       UDPConfig        `json:"udp"`
+	Admin     *AdminConfig     `json:"admin"`  // the admin API and metrics; nil = off
+	Policy    PolicyConfig     `json:"policy"` // what happens to users' tunnels
+}
+
+// AdminConfig is the admin API's listener (docs/api.md).
+type AdminConfig struct {
+	// Listen is a loopback TCP address ("127.0.0.1:9090") or a unix
+	// socket ("unix:/run/portico/admin.sock").
+	Listen string `json:"listen"`
+	// Token is the bearer token; required on TCP (here or in TokenFile).
+	Token     string `json:"token"`
+	TokenFile string `json:"tokenFile"` // a file holding the token on one line
+	// PerUserMetrics adds per-user series to /metrics (one series per
+	// user: off by default, for cardinality).
+	PerUserMetrics bool `json:"perUserMetrics"`
+}
+
+// PolicyConfig says what happens to users and their counters.
+type PolicyConfig struct {
+	// CloseRemovedUsers ends the open tunnels of a user removed by a
+	// reload or the admin API (default: they run on; new ones are refused).
+	CloseRemovedUsers bool `json:"closeRemovedUsers"`
+	// StatsInterval is how often the counters are saved to the state dir
+	// (also on shutdown); default 1m.
+	StatsInterval Duration `json:"statsInterval"`
 }
 
 // UDPConfig bounds the UDP associations relayed at once; at a bound the
@@ -193,6 +220,32 @@ type TimeoutConfig struct {
 	Drain     Duration `json:"drain"`     // on shutdown, how long tunnels may finish; default 10s
 }
 
+// ByteSize is a number of bytes written as a number or a string with a
+// unit: "10GB", "500MiB".
+type ByteSize int64
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (b *ByteSize) UnmarshalJSON(data []byte) error {
+	if len(data) > 0 && data[0] == '"' {
+		var s string
+		if err := json.Unmarshal(data, &s); err != nil {
+			return err
+		}
+		n, err := admin.ParseBytes(s)
+		if err != nil {
+			return err
+		}
+		*b = ByteSize(n)
+		return nil
+	}
+	n, err := strconv.ParseInt(string(data), 10, 64)
+	if err != nil || n < 0 {
+		return fmt.Errorf("%s is not a number of bytes", data)
+	}
+	*b = ByteSize(n)
+	return nil
+}
+
 // Duration is a time.Duration written as "10s", "1m30s", or a number of
 // seconds.
 type Duration time.Duration
@@ -273,6 +326,12 @@ func (c *Config) check() error {
 	}
 	if n := c.UDP.NAT; n != "" && n != NATFullCone && n != NATSymmetric {
 		return fmt.Errorf("udp.nat: %q: want %q (the default) or %q", n, NATFullCone, NATSymmetric)
+	}
+	if err := c.Admin.check(); err != nil {
+		return err
+	}
+	if c.Policy.StatsInterval < 0 {
+		return fmt.Errorf("policy.statsInterval: must not be negative")
 	}
 	tags := map[string]string{}
 	routes := map[string]string{} // transport route -> the inbound that has it
@@ -565,4 +624,51 @@ func (s *InboundStream) check(path string) (route string, err error) {
 		return "http /" + s.GRPCSettings.ServiceName + "/", nil
 	}
 	return "", fmt.Errorf("%s.network: %q is not one of %s", path, s.Network, strings.Join(transportNames, ", "))
+}
+
+func (a *AdminConfig) check() error {
+	if a == nil {
+		return nil
+	}
+	if a.Listen == "" {
+		return fmt.Errorf("admin.listen: required (127.0.0.1:PORT or unix:/path/to/socket)")
+	}
+	if strings.HasPrefix(a.Listen, "unix:") {
+		if len(a.Listen) == len("unix:") {
+			return fmt.Errorf("admin.listen: %q names no socket file", a.Listen)
+		}
+	} else {
+		host, _, err := net.SplitHostPort(a.Listen)
+		if err != nil {
+			return fmt.Errorf("admin.listen: %q: %v", a.Listen, err)
+		}
+		ip, err := netip.ParseAddr(host)
+		if host != "localhost" && (err != nil || !ip.IsLoopback()) {
+			return fmt.Errorf("admin.listen: %q is not a loopback address; use 127.0.0.1:PORT, [::1]:PORT or a unix socket", a.Listen)
+		}
+		if a.Token == "" && a.TokenFile == "" {
+			return fmt.Errorf("admin: a token (admin.token or admin.tokenFile) is required on TCP; or listen on a unix socket")
+		}
+	}
+	if a.Token != "" && a.TokenFile != "" {
+		return fmt.Errorf("admin: give token or tokenFile, not both")
+	}
+	return nil
+}
+
+// AdminToken returns the token from Token or TokenFile ("" on a unix
+// socket without one).
+func (a *AdminConfig) AdminToken() (string, error) {
+	if a.TokenFile == "" {
+		return a.Token, nil
+	}
+	b, err := os.ReadFile(a.TokenFile)
+	if err != nil {
+		return "", fmt.Errorf("admin.tokenFile: %w", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" || strings.ContainsAny(tok, "\r\n") {
+		return "", fmt.Errorf("admin.tokenFile: %s: want one non-empty line", a.TokenFile)
+	}
+	return tok, nil
 }

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/portico-gw/portico/protocols/anytls"
@@ -27,6 +28,14 @@ type VLESSClient struct {
 	Email string `json:"email"`
 	Level int    `json:"level"`
 	Flow  string `json:"flow"`
+	UserLimits
+}
+
+// UserLimits are a user's optional quota and expiry; past either, the
+// user is refused like a wrong key.
+type UserLimits struct {
+	Quota  ByteSize `json:"quota"`  // bytes up and down together, e.g. 10737418240 or "10GB"; 0 = none
+	Expiry string   `json:"expiry"` // RFC 3339, e.g. "2027-01-01T00:00:00Z"; empty = never
 }
 
 // VMessInbound is inbounds[].settings for protocol "vmess", as V2Ray's
@@ -45,6 +54,7 @@ type VMessClient struct {
 	AlterID int    `json:"alterId"` // 0 = VMessAEAD; > 0 admits legacy clients (with allowLegacy)
 	Email   string `json:"email"`
 	Level   int    `json:"level"`
+	UserLimits
 }
 
 // VMessOutbound is outbounds[].settings for protocol "vmess".
@@ -79,6 +89,7 @@ type AnyTLSUser struct {
 	Password string `json:"password"`
 	Email    string `json:"email"`
 	Level    int    `json:"level"`
+	UserLimits
 }
 
 // AnyTLSOutbound is outbounds[].settings for protocol "anytls".
@@ -192,6 +203,9 @@ func checkInboundSettings(in *InboundConfig, path string) error {
 			if err := checkFlow(c.Flow, cp+".flow"); err != nil {
 				return err
 			}
+			if err := c.UserLimits.check(cp); err != nil {
+				return err
+			}
 		}
 		in.settings = &s
 	case "vmess":
@@ -219,6 +233,9 @@ func checkInboundSettings(in *InboundConfig, path string) error {
 			if c.AlterID < 0 || c.AlterID > 65535 {
 				return fmt.Errorf("%s.alterId: %d is not from 0 to 65535", cp, c.AlterID)
 			}
+			if err := c.UserLimits.check(cp); err != nil {
+				return err
+			}
 		}
 		in.settings = &s
 	case "anytls":
@@ -238,6 +255,9 @@ func checkInboundSettings(in *InboundConfig, path string) error {
 				return fmt.Errorf("%s.users[%d].password: same password as users[%d]", sp, i, j)
 			}
 			seen[u.Password] = i
+			if err := u.UserLimits.check(fmt.Sprintf("%s.users[%d]", sp, i)); err != nil {
+				return err
+			}
 		}
 		if s.PaddingScheme != "" {
 			if _, err := anytls.ParseScheme([]byte(s.PaddingScheme)); err != nil {
@@ -465,4 +485,22 @@ func mustJSON(v any) json.RawMessage {
 		panic(err) // only plain structs of this package are marshalled
 	}
 	return b
+}
+
+func (l UserLimits) check(path string) error {
+	if l.Quota < 0 {
+		return fmt.Errorf("%s.quota: must not be negative", path)
+	}
+	if l.Expiry != "" {
+		if _, err := time.Parse(time.RFC3339, l.Expiry); err != nil {
+			return fmt.Errorf("%s.expiry: %q is not an RFC 3339 time (like 2027-01-01T00:00:00Z)", path, l.Expiry)
+		}
+	}
+	return nil
+}
+
+// expiry is the parsed Expiry (zero: never); check has vetted it.
+func (l UserLimits) expiry() time.Time {
+	t, _ := time.Parse(time.RFC3339, l.Expiry)
+	return t
 }

@@ -47,6 +47,12 @@ func TestParseConfigErrors(t *testing.T) {
 		{"conn limit type", `{"server": {"limits": {"maxConnections": "10"}}}`, "server.limits.maxConnections: want a number, got a string"},
 		{"conn limit field", `{"server": {"limits": {"maxConns": 10}}}`, "server.limits.maxConns: unknown field"},
 		{"udp bounds", `{"server": {}, "udp": {"maxAssociations": -1}}`, "udp: maxAssociations and maxAssociationsPerClient must not be negative"},
+		{"admin not loopback", `{"admin": {"listen": "0.0.0.0:9090", "token": "t"}}`, `admin.listen: "0.0.0.0:9090" is not a loopback address`},
+		{"admin no token", `{"admin": {"listen": "127.0.0.1:9090"}}`, "admin: a token (admin.token or admin.tokenFile) is required on TCP"},
+		{"admin no listen", `{"admin": {"token": "t"}}`, "admin.listen: required"},
+		{"user quota", `{"server": {}, "inbounds": [{"protocol": "vless", "settings": {"clients": [{"id": "` + goodUUID + `", "quota": "10 parsecs"}]}}]}`, "inbounds[0].settings.clients[0].quota:"},
+		{"user expiry", `{"server": {}, "inbounds": [{"protocol": "vmess", "settings": {"clients": [{"id": "` + goodUUID + `", "expiry": "tomorrow"}]}}]}`, `inbounds[0].settings.clients[0].expiry: "tomorrow" is not an RFC 3339 time`},
+		{"user field typo", `{"server": {}, "inbounds": [{"protocol": "anytls", "settings": {"users": [{"password": "p", "quotas": 1}]}}]}`, `inbounds[0].settings.users[0].quotas: unknown field (did you mean "quota"?)`},
 		{"udp nat", `{"server": {}, "udp": {"nat": "cone"}}`, `udp.nat: "cone": want "full-cone" (the default) or "symmetric"`},
 		{"vmess detour", `{"server": {}, "inbounds": [{"protocol": "vmess", "settings": {"clients": [{"id": "` + goodUUID + `"}], "detour": {"to": "dyn"}}}]}`, `"default" and "detour" (V2Ray's dynamic port) are not supported`},
 		{"vmess alterId", `{"server": {}, "inbounds": [{"protocol": "vmess", "settings": {"clients": [{"id": "` + goodUUID + `", "alterId": 70000}]}}]}`, "inbounds[0].settings.clients[0].alterId: 70000 is not from 0 to 65535"},
@@ -115,5 +121,21 @@ func TestParseConfigGood(t *testing.T) {
 		if !strings.Contains(d, want) {
 			t.Errorf("Describe lacks %q:\n%s", want, d)
 		}
+	}
+}
+
+func TestConfigUserLimitsAndAdmin(t *testing.T) {
+	cfg, err := ParseConfig([]byte(`{"server": {}, "admin": {"listen": "unix:/run/portico/admin.sock", "perUserMetrics": true},
+		"policy": {"closeRemovedUsers": true, "statsInterval": "30s"},
+		"inbounds": [{"protocol": "vless", "settings": {"clients": [{"id": "` + goodUUID + `", "email": "a", "quota": "10GB", "expiry": "2027-01-01T00:00:00Z"}]}}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cfg.Inbounds[0].settings.(*VLESSInbound).Clients[0]
+	if c.Quota != 10_000_000_000 || c.expiry().Year() != 2027 {
+		t.Fatalf("limits %+v", c.UserLimits)
+	}
+	if !cfg.Admin.PerUserMetrics || !cfg.Policy.CloseRemovedUsers || time.Duration(cfg.Policy.StatsInterval) != 30*time.Second {
+		t.Fatalf("admin %+v policy %+v", cfg.Admin, cfg.Policy)
 	}
 }

@@ -57,9 +57,9 @@ type FrontDoor struct {
 	initOnce sync.Once
 	httpLn   *chanListener
 	httpSrv  *http.Server
-	matchers []protocols.Matcher // every protocol's, in order
-	byALPN   bool                // some protocol is restricted to an ALPN
-	slots    *connSlots          // nil: no connection limit
+	table    atomic.Pointer[protocolTable] // Protocols, swapped by SetProtocols
+	failures *handshakeFailures            // counted for metrics; nil: not counted
+	slots    *connSlots                    // nil: no connection limit
 
 	refusedMax, refusedPerIP, timeouts atomic.Int64
 	limitLog, timeoutLog               rateLog
@@ -69,6 +69,36 @@ type FrontDoor struct {
 	conns    sync.WaitGroup // connections still in their handshake
 	closing  bool
 	httpDone chan struct{}
+}
+
+// protocolTable is the raw-TLS protocols a connection is classified
+// against, with their matchers; a reload swaps the whole table, and each
+// connection keeps the one it started with.
+type protocolTable struct {
+	protocols []RawProtocol
+	matchers  []protocols.Matcher
+	byALPN    bool // some protocol is restricted to an ALPN
+}
+
+func newProtocolTable(ps []RawProtocol) *protocolTable {
+	t := &protocolTable{protocols: ps}
+	for _, p := range ps {
+		t.matchers = append(t.matchers, p.Match)
+		t.byALPN = t.byALPN || len(p.ALPN) > 0
+	}
+	return t
+}
+
+// SetProtocols replaces the raw-TLS protocols for connections accepted
+// from now on.
+func (f *FrontDoor) SetProtocols(ps []RawProtocol) { f.table.Store(newProtocolTable(ps)) }
+
+// CurrentProtocols returns the raw-TLS protocols new connections meet.
+func (f *FrontDoor) CurrentProtocols() []RawProtocol {
+	if t := f.table.Load(); t != nil {
+		return t.protocols
+	}
+	return f.Protocols
 }
 
 func (f *FrontDoor) init(addr net.Addr) {
@@ -82,9 +112,8 @@ func (f *FrontDoor) init(addr net.Addr) {
 		if f.IdleTimeout == 0 {
 			f.IdleTimeout = 2 * time.Minute
 		}
-		for _, p := range f.Protocols {
-			f.matchers = append(f.matchers, p.Match)
-			f.byALPN = f.byALPN || len(p.ALPN) > 0
+		if f.table.Load() == nil {
+			f.table.Store(newProtocolTable(f.Protocols))
 		}
 		if f.MaxConnections > 0 || f.MaxConnectionsPerIP > 0 {
 			f.slots = newConnSlots(f.MaxConnections, f.MaxConnectionsPerIP)
@@ -295,9 +324,10 @@ func (f *FrontDoor) handle(raw net.Conn) {
 		c, state = tc, &st
 	}
 
-	protos, matchers := f.Protocols, f.matchers
-	if f.byALPN {
-		protos, matchers = f.forALPN(state)
+	t := f.table.Load()
+	protos, matchers := t.protocols, t.matchers
+	if t.byALPN {
+		protos, matchers = t.forALPN(state)
 	}
 	buf := make([]byte, 0, 512)
 	for {
@@ -331,6 +361,10 @@ func (f *FrontDoor) handle(raw net.Conn) {
 				if why != nil {
 					reason = why.Error()
 				}
+				if f.failures != nil {
+					f.failures.fallbacks.Add(1)
+					f.failures.count(why)
+				}
 				f.Log.Debug("fallback to decoy", "source", raw.RemoteAddr().String(), "read", len(buf), "reason", reason)
 			}
 			f.toHTTP(newPrefixConn(c, state, buf), deadline)
@@ -345,14 +379,14 @@ func (f *FrontDoor) handle(raw net.Conn) {
 // forALPN returns the protocols (and their matchers) a connection may reach
 // given the ALPN it negotiated: those without an ALPN restriction, and those
 // whose list has it.
-func (f *FrontDoor) forALPN(state *tls.ConnectionState) ([]RawProtocol, []protocols.Matcher) {
+func (t *protocolTable) forALPN(state *tls.ConnectionState) ([]RawProtocol, []protocols.Matcher) {
 	negotiated := ""
 	if state != nil {
 		negotiated = state.NegotiatedProtocol
 	}
 	var ps []RawProtocol
 	var ms []protocols.Matcher
-	for _, p := range f.Protocols {
+	for _, p := range t.protocols {
 		if len(p.ALPN) == 0 || slices.Contains(p.ALPN, negotiated) {
 			ps, ms = append(ps, p), append(ms, p.Match)
 		}
@@ -394,6 +428,12 @@ func (f *FrontDoor) serveProtocol(tc net.Conn, state *tls.ConnectionState, prefi
 	if !authed.Load() && errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(deadline) {
 		f.handshakeTimedOut(tc, p.Name, len(prefix))
 	}
+	if f.failures != nil && !authed.Load() && !errors.Is(err, os.ErrDeadlineExceeded) {
+		if errors.Is(err, protocols.ErrNotProtocol) {
+			f.failures.fallbacks.Add(1)
+		}
+		f.failures.count(err)
+	}
 	if errors.Is(err, protocols.ErrNotProtocol) {
 		if back := rc.Rewind(); back != nil {
 			f.Log.Debug("fallback to decoy", "source", tc.RemoteAddr().String(), "protocol", p.Name, "reason", err.Error())
@@ -417,9 +457,14 @@ type inboundHandler struct {
 	// authenticated, when set, is told that the protocol accepted the
 	// connection: there is no falling back to the decoy any more.
 	authenticated func()
+	filled        atomic.Bool // a tunnel was handed on: the handshake succeeded
 }
 
+// authed reports whether the protocol handed on a tunnel.
+func (h *inboundHandler) authed() bool { return h.filled.Load() }
+
 func (h *inboundHandler) fill(req *tunnel.Request) {
+	h.filled.Store(true)
 	h.carrier.SetDeadline(time.Time{})
 	if h.authenticated != nil {
 		h.authenticated()

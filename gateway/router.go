@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/portico-gw/portico/protocols"
@@ -79,9 +80,7 @@ func contains(list []string, s string) bool {
 // Router is the gateway's tunnel.Handler: it picks an outbound for each
 // authenticated tunnel, dials it and relays, counting bytes per user.
 type Router struct {
-	outbounds   map[string]tunnel.Dialer
-	defaultOut  string
-	rules       []Rule
+	table       atomic.Pointer[routeTable] // outbounds and rules; a reload swaps it
 	log         *slog.Logger
 	idle        time.Duration
 	dialTimeout time.Duration
@@ -96,7 +95,21 @@ type Router struct {
 	open     int64
 	drained  chan struct{} // closed when open reaches zero; made by Wait
 	draining bool          // set by Wait: new tunnels are refused
+
+	// Open tunnels by inbound and user, to end a removed user's.
+	tunnelsMu sync.Mutex
+	tunnels   map[userKey]map[*context.CancelFunc]struct{}
+	retired   []tunnel.Dialer // outbounds a reload replaced, closed at shutdown
 }
+
+// routeTable is where tunnels go: outbounds by tag, the rules, the default.
+type routeTable struct {
+	outbounds  map[string]tunnel.Dialer
+	defaultOut string
+	rules      []Rule
+}
+
+type userKey struct{ inbound, user string }
 
 // ErrDraining is why a tunnel that starts once the gateway is shutting down
 // (Router.Wait has been called) is refused: a new stream on a multiplexed
@@ -124,20 +137,16 @@ type RouterOptions struct {
 
 // NewRouter checks that every rule names a known outbound.
 func NewRouter(o RouterOptions) (*Router, error) {
-	if _, ok := o.Outbounds[o.Default]; !ok {
-		return nil, fmt.Errorf("router: default outbound %q does not exist", o.Default)
-	}
-	for i, r := range o.Rules {
-		if _, ok := o.Outbounds[r.Outbound]; !ok {
-			return nil, fmt.Errorf("router: rule %d: outbound %q does not exist", i, r.Outbound)
-		}
+	t, err := newRouteTable(o)
+	if err != nil {
+		return nil, err
 	}
 	if o.NAT != "" && o.NAT != NATFullCone && o.NAT != NATSymmetric {
 		return nil, fmt.Errorf("router: udp nat %q: want %q or %q", o.NAT, NATFullCone, NATSymmetric)
 	}
 	rt := &Router{assocs: newAssociations(o.MaxAssociations, o.MaxAssociationsPerClient), fullCone: o.NAT != NATSymmetric,
-		outbounds: o.Outbounds, defaultOut: o.Default, rules: o.Rules,
-		log: o.Log, idle: o.Idle, dialTimeout: o.DialTimeout, stats: o.Stats}
+		tunnels: map[userKey]map[*context.CancelFunc]struct{}{},
+		log:     o.Log, idle: o.Idle, dialTimeout: o.DialTimeout, stats: o.Stats}
 	if rt.log == nil {
 		rt.log = slog.Default()
 	}
@@ -150,13 +159,84 @@ func NewRouter(o RouterOptions) (*Router, error) {
 	if rt.stats == nil {
 		rt.stats = NewStats()
 	}
+	rt.table.Store(t)
 	return rt, nil
+}
+
+func newRouteTable(o RouterOptions) (*routeTable, error) {
+	if _, ok := o.Outbounds[o.Default]; !ok {
+		return nil, fmt.Errorf("router: default outbound %q does not exist", o.Default)
+	}
+	for i, r := range o.Rules {
+		if _, ok := o.Outbounds[r.Outbound]; !ok {
+			return nil, fmt.Errorf("router: rule %d: outbound %q does not exist", i, r.Outbound)
+		}
+	}
+	return &routeTable{outbounds: o.Outbounds, defaultOut: o.Default, rules: o.Rules}, nil
+}
+
+// setTable routes tunnels that start from now on by other's outbounds and
+// rules (a reload). Tunnels under way keep their outbound; outbounds that
+// other no longer has are closed at shutdown, not now, for them.
+func (rt *Router) setTable(other *Router) {
+	next := other.table.Load()
+	old := rt.table.Swap(next)
+	rt.tunnelsMu.Lock()
+	for tag, d := range old.outbounds {
+		if next.outbounds[tag] != d {
+			rt.retired = append(rt.retired, d)
+		}
+	}
+	rt.tunnelsMu.Unlock()
+}
+
+// track registers a tunnel of user on inbound that cancel ends; the
+// returned function unregisters it.
+func (rt *Router) track(req *tunnel.Request, cancel context.CancelFunc) func() {
+	k := userKey{req.Inbound, req.User}
+	p := &cancel
+	rt.tunnelsMu.Lock()
+	m := rt.tunnels[k]
+	if m == nil {
+		m = map[*context.CancelFunc]struct{}{}
+		rt.tunnels[k] = m
+	}
+	m[p] = struct{}{}
+	rt.tunnelsMu.Unlock()
+	return func() {
+		rt.tunnelsMu.Lock()
+		delete(m, p)
+		if len(m) == 0 {
+			delete(rt.tunnels, k)
+		}
+		rt.tunnelsMu.Unlock()
+	}
+}
+
+// CloseUser ends the open tunnels of user on inbound and reports how many.
+func (rt *Router) CloseUser(inbound, user string) int {
+	rt.tunnelsMu.Lock()
+	var cancels []context.CancelFunc
+	for p := range rt.tunnels[userKey{inbound, user}] {
+		cancels = append(cancels, *p)
+	}
+	rt.tunnelsMu.Unlock()
+	for _, c := range cancels {
+		c()
+	}
+	return len(cancels)
 }
 
 // closeOutbounds stops what outbounds run in the background (session
 // pools, idle checks).
 func (rt *Router) closeOutbounds() {
-	for _, d := range rt.outbounds {
+	rt.tunnelsMu.Lock()
+	all := append([]tunnel.Dialer(nil), rt.retired...)
+	rt.tunnelsMu.Unlock()
+	for _, d := range rt.table.Load().outbounds {
+		all = append(all, d)
+	}
+	for _, d := range all {
 		if c, ok := d.(interface{ Close() error }); ok {
 			c.Close()
 		}
@@ -217,19 +297,20 @@ func (rt *Router) Wait(ctx context.Context) error {
 	}
 }
 
-func (rt *Router) pick(req *tunnel.Request) string {
-	for i := range rt.rules {
-		if rt.rules[i].match(req) {
-			return rt.rules[i].Outbound
+// pick returns the outbound for req from table t.
+func (t *routeTable) pick(req *tunnel.Request) (string, tunnel.Dialer) {
+	for i := range t.rules {
+		if t.rules[i].match(req) {
+			return t.rules[i].Outbound, t.outbounds[t.rules[i].Outbound]
 		}
 	}
-	return rt.defaultOut
+	return t.defaultOut, t.outbounds[t.defaultOut]
 }
 
 // HandleStream implements tunnel.Handler.
 func (rt *Router) HandleStream(ctx context.Context, conn net.Conn, req tunnel.Request) error {
 	start := time.Now()
-	outTag := rt.pick(&req)
+	outTag, out := rt.table.Load().pick(&req)
 	if !rt.enter() {
 		if dr, ok := conn.(tunnel.DialReporter); ok {
 			dr.ReportDial(ErrDraining)
@@ -241,12 +322,12 @@ func (rt *Router) HandleStream(ctx context.Context, conn net.Conn, req tunnel.Re
 	defer rt.leave()
 
 	dctx, cancel := context.WithTimeout(ctx, rt.dialTimeout)
-	target, err := rt.outbounds[outTag].DialStream(dctx, req.Target)
+	target, err := out.DialStream(dctx, req.Target)
 	cancel()
 	if rr, ok := conn.(tunnel.RemoteReporter); ok && err == nil {
 		// Only a direct dial knows the address it reached; through another
 		// proxy the protocol reports "unknown" by itself.
-		if _, direct := rt.outbounds[outTag].(*Direct); direct {
+		if _, direct := out.(*Direct); direct {
 			if a, ok := target.RemoteAddr().(*net.TCPAddr); ok {
 				ap := a.AddrPort()
 				rr.ReportRemote(netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
@@ -266,8 +347,12 @@ func (rt *Router) HandleStream(ctx context.Context, conn net.Conn, req tunnel.Re
 			"duration", time.Since(start).Round(time.Millisecond), "err", err)...)
 		return err
 	}
+	tctx, end := context.WithCancel(ctx) // ended early only for a removed user
+	defer end()
+	untrack := rt.track(&req, end)
 	tc := rt.stats.open(&req)
-	res := Relay(ctx, conn, target, RelayOptions{Idle: rt.idle, Counter: tc})
+	res := Relay(tctx, conn, target, RelayOptions{Idle: rt.idle, Counter: tc})
+	untrack()
 	tc.close()
 	attrs := append(tunnelAttrs(&req, outTag),
 		"up", res.Up, "down", res.Down, "duration", time.Since(start).Round(time.Millisecond))
@@ -292,7 +377,8 @@ func (rt *Router) HandleStream(ctx context.Context, conn net.Conn, req tunnel.Re
 // association.
 func (rt *Router) HandlePacket(ctx context.Context, pc tunnel.PacketConn, req tunnel.Request) error {
 	start := time.Now()
-	outTag := rt.pick(&req)
+	table := rt.table.Load() // one table for the whole association
+	outTag, _ := table.pick(&req)
 	if !rt.enter() {
 		pc.Close()
 		rt.log.Info("udp association refused", append(tunnelAttrs(&req, outTag), "err", ErrDraining)...)
@@ -303,17 +389,18 @@ func (rt *Router) HandlePacket(ctx context.Context, pc tunnel.PacketConn, req tu
 	// Every later destination is routed too, so that a rule (a blocked
 	// range, say) holds for all packets of the association, not only the
 	// first.
-	route := func(dst protocols.Addr) string {
+	route := func(dst protocols.Addr) (string, tunnel.Dialer) {
 		r := req
 		r.Target = dst
-		return rt.pick(&r)
+		return table.pick(&r)
 	}
 	dial := func(ctx context.Context, dst protocols.Addr) (tunnel.PacketConn, error) {
 		dctx, cancel := context.WithTimeout(ctx, rt.dialTimeout)
 		defer cancel()
-		return rt.outbounds[route(dst)].DialPacket(dctx, dst)
+		_, out := route(dst)
+		return out.DialPacket(dctx, dst)
 	}
-	same := func(dst protocols.Addr) bool { return route(dst) == outTag }
+	same := func(dst protocols.Addr) bool { tag, _ := route(dst); return tag == outTag }
 	target, err := dial(ctx, req.Target)
 	if err != nil {
 		pc.Close()
@@ -333,9 +420,11 @@ func (rt *Router) HandlePacket(ctx context.Context, pc tunnel.PacketConn, req tu
 		rt.log.Warn("udp association limit reached: oldest associations ended", "client", req.Source.Addr().String(),
 			"per_client", rt.assocs.perClient, "max", rt.assocs.max, "ended_so_far", rt.assocs.evicted.Load())
 	}
+	untrack := rt.track(&req, cancel)
 	tc := rt.stats.open(&req)
 	res := RelayPackets(actx, pc, target, req.Target, PacketRelayOptions{Counter: tc, Dial: dial, Same: same})
 	tc.close()
+	untrack()
 	attrs := append(tunnelAttrs(&req, outTag),
 		"up_packets", res.UpPackets, "down_packets", res.DownPackets, "up", res.Up, "down", res.Down,
 		"duration", time.Since(start).Round(time.Millisecond))

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"time"
 
 	"github.com/portico-gw/portico/protocols"
@@ -56,9 +57,13 @@ func (g *Gateway) routeTable(site http.Handler, trusted []netip.Prefix) http.Han
 func (g *Gateway) serveRoute(rt route, trusted []netip.Prefix) func(net.Conn, *http.Request) {
 	return func(conn net.Conn, r *http.Request) {
 		conn.SetDeadline(time.Now().Add(g.handshakeTimeout()))
-		h := &inboundHandler{next: g.router, carrier: conn, inbound: rt.proto.Inbound, transport: rt.network,
+		live := g.live() // a reload's routes serve through the running gateway
+		h := &inboundHandler{next: live.router, carrier: conn, inbound: rt.proto.Inbound, transport: rt.network,
 			source: realSource(r, trusted)}
-		err := rt.proto.Server.ServeConn(g.lifeContext(), conn, h)
+		err := rt.proto.Server.ServeConn(live.lifeContext(), conn, h)
+		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) && !h.authed() {
+			live.failures.count(err)
+		}
 		if errors.Is(err, protocols.ErrNotProtocol) {
 			g.log.Debug("refused on route", "protocol", rt.proto.Name, "transport", rt.network,
 				"source", h.source.String(), "reason", err.Error())

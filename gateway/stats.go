@@ -118,6 +118,7 @@ type TunnelCounter struct {
 func (t *TunnelCounter) Add(up, down int64) {
 	t.user.Add(up, down)
 	t.inbound.Add(up, down)
+	t.kind.Add(up, down) // never reset: the metrics' byte totals
 }
 
 // open counts a tunnel starting; close must follow.

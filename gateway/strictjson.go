@@ -209,6 +209,14 @@ func jsonFields(t reflect.Type) map[string]reflect.StructField {
 		if name == "-" {
 			continue
 		}
+		if name == "" && f.Anonymous && f.Type.Kind() == reflect.Struct {
+			for k, inner := range jsonFields(f.Type) { // promoted, as encoding/json does
+				if _, ok := out[k]; !ok {
+					out[k] = inner
+				}
+			}
+			continue
+		}
 		if name == "" {
 			name = f.Name
 		}

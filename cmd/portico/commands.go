@@ -2,18 +2,24 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
+	"text/tabwriter"
 	"time"
 
 	"github.com/google/uuid"
 
+	"github.com/portico-gw/portico/admin"
 	"github.com/portico-gw/portico/gateway"
 	"github.com/portico-gw/portico/protocols/links"
 )
@@ -103,11 +109,8 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 		if cfg, err = gateway.LoadConfig(*cfgPath); err != nil {
 			return err
 		}
-		if *listen != "" {
-			if cfg.Server == nil {
-				return fmt.Errorf("-listen: the config has no server section to apply it to")
-			}
-			cfg.Server.Listen = *listen
+		if *listen != "" && cfg.Server == nil {
+			return fmt.Errorf("-listen: the config has no server section to apply it to")
 		}
 	} else {
 		dir := *stateDir
@@ -125,7 +128,10 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	opts := gateway.Options{StateDir: *stateDir, Log: log}
+	opts := gateway.Options{StateDir: *stateDir, Log: log, ConfigPath: *cfgPath, Version: version}
+	if *cfgPath != "" {
+		opts.Listen = *listen // kept across reloads
+	}
 	if cfg.Server != nil && cfg.Server.Playground != nil {
 		assets, err := findPlaygroundAssets(cfg.Server.Playground.WasmDir, stderr)
 		if err != nil {
@@ -149,7 +155,21 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 		}
 		printDefaultLinks(stdout, cfg, g)
 	}
-	<-ctx.Done()
+	// SIGHUP (systemctl reload, `portico reload`) re-reads the config; a
+	// config that fails is logged and the running one stays.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for waiting := true; waiting; {
+		select {
+		case <-ctx.Done():
+			waiting = false
+		case <-hup:
+			if err := g.Reload(); err != nil {
+				log.Warn("reload failed; the running config stays", "err", err)
+			}
+		}
+	}
 	stop()
 	wait := *drain
 	if wait == 0 {
@@ -336,4 +356,345 @@ func cmdUUID(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintln(stdout, uuid.NewString())
 	return nil
+}
+
+// adminFlags are the flags of the commands that call the admin API.
+type adminFlags struct{ addr, token string }
+
+const defaultAdminAddr = "127.0.0.1:9090"
+
+func (af *adminFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&af.addr, "admin", "", "admin API: HOST:PORT or unix:/path (default $PORTICO_ADMIN, else "+defaultAdminAddr+")")
+	fs.StringVar(&af.token, "token", "", "admin API bearer token (default $PORTICO_ADMIN_TOKEN; none needed on a unix socket)")
+}
+
+// client applies the environment's defaults (after parsing, so -h never
+// shows the token) and returns the API's client.
+func (af *adminFlags) client(what string) (*admin.Client, error) {
+	if af.addr == "" {
+		af.addr = os.Getenv("PORTICO_ADMIN")
+	}
+	if af.addr == "" {
+		af.addr = defaultAdminAddr
+	}
+	if af.token == "" {
+		af.token = os.Getenv("PORTICO_ADMIN_TOKEN")
+	}
+	c, err := admin.NewClient(af.addr, af.token)
+	if err != nil {
+		return nil, fmt.Errorf("%s: -admin: %v", what, err)
+	}
+	return c, nil
+}
+
+// apiErr names the command and the API's address in front of err.
+func (af *adminFlags) apiErr(what string, err error) error {
+	return fmt.Errorf("%s: admin API at %s: %w", what, af.addr, err)
+}
+
+func apiContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), 30*time.Second)
+}
+
+func cmdUser(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return fmt.Errorf("user: want list, add or del (portico user add -h)")
+	}
+	switch args[0] {
+	case "list", "ls":
+		return cmdUserList(args[1:], stdout, stderr)
+	case "add":
+		return cmdUserAdd(args[1:], stdout, stderr)
+	case "del", "rm", "remove":
+		return cmdUserDel(args[1:], stdout, stderr)
+	}
+	return fmt.Errorf("user: unknown subcommand %q (want list, add or del)", args[0])
+}
+
+func cmdUserList(args []string, stdout, stderr io.Writer) error {
+	const what = "user list"
+	fs := newFlagSet(what, stderr)
+	inbound := fs.String("inbound", "", "inbound tag (default: every inbound)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	var af adminFlags
+	af.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%s: unexpected argument %q", what, fs.Arg(0))
+	}
+	c, err := af.client(what)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := apiContext()
+	defer cancel()
+	tags := []string{*inbound}
+	if *inbound == "" {
+		ins, err := c.Inbounds(ctx)
+		if err != nil {
+			return af.apiErr(what, err)
+		}
+		tags = tags[:0]
+		for _, in := range ins {
+			tags = append(tags, in.Tag)
+		}
+	}
+	all := map[string][]admin.User{}
+	for _, tag := range tags {
+		us, err := c.Users(ctx, tag)
+		if err != nil {
+			return af.apiErr(what, err)
+		}
+		all[tag] = us
+	}
+	if *asJSON {
+		if *inbound != "" {
+			return printJSON(stdout, all[*inbound])
+		}
+		return printJSON(stdout, all)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "INBOUND\tEMAIL\tID / PASSWORD\tLEVEL\tQUOTA\tEXPIRY")
+	for _, tag := range tags {
+		for _, u := range all[tag] {
+			key := u.ID
+			if key == "" {
+				key = u.Password
+			}
+			quota, expiry := "-", "-"
+			if u.Quota > 0 {
+				quota = humanBytes(u.Quota)
+			}
+			if u.Expiry != nil {
+				expiry = u.Expiry.UTC().Format(time.RFC3339)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", tag, u.Email, key, u.Level, quota, expiry)
+		}
+	}
+	return tw.Flush()
+}
+
+func cmdUserAdd(args []string, stdout, stderr io.Writer) error {
+	const what = "user add"
+	fs := newFlagSet(what, stderr)
+	inbound := fs.String("inbound", "", "inbound tag (required; portico user list shows them)")
+	email := fs.String("email", "", "the user's name, unique in the inbound (required)")
+	id := fs.String("id", "", "VLESS/VMess: the user's UUID (default: a new one)")
+	password := fs.String("password", "", "AnyTLS: the user's password (default: a new random one)")
+	alterID := fs.Int("alter-id", 0, "VMess: alterId (0 = AEAD)")
+	level := fs.Int("level", 0, "user level")
+	quota := fs.String("quota", "", "traffic quota, up+down: 10GB, 500MiB or bytes (default none)")
+	expiry := fs.String("expiry", "", "expiry: RFC 3339 (2027-01-01T00:00:00Z) or from now (30d, 12h) (default never)")
+	var af adminFlags
+	af.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	switch {
+	case fs.NArg() > 0:
+		return fmt.Errorf("%s: unexpected argument %q", what, fs.Arg(0))
+	case *inbound == "":
+		return fmt.Errorf("%s: -inbound TAG is required", what)
+	case *email == "":
+		return fmt.Errorf("%s: -email NAME is required", what)
+	case *id != "" && *password != "":
+		return fmt.Errorf("%s: give -id (VLESS, VMess) or -password (AnyTLS), not both", what)
+	case *alterID < 0 || *level < 0:
+		return fmt.Errorf("%s: -alter-id and -level must not be negative", what)
+	}
+	if *id != "" {
+		if _, err := uuid.Parse(*id); err != nil || len(*id) != 36 {
+			return fmt.Errorf("%s: -id: %q is not a UUID (want the 36-character form, e.g. from `portico uuid`)", what, *id)
+		}
+	}
+	u := admin.User{Email: *email, ID: *id, Password: *password, AlterID: *alterID, Level: *level}
+	if *quota != "" {
+		q, err := admin.ParseBytes(*quota)
+		if err != nil {
+			return fmt.Errorf("%s: -quota: %v", what, err)
+		}
+		u.Quota = q
+	}
+	if *expiry != "" {
+		t, err := admin.ParseExpiry(*expiry, time.Now())
+		if err != nil {
+			return fmt.Errorf("%s: -expiry: %v", what, err)
+		}
+		u.Expiry = &t
+	}
+	c, err := af.client(what)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := apiContext()
+	defer cancel()
+	if u.ID == "" && u.Password == "" {
+		// Which key to generate depends on the inbound's protocol. An
+		// unknown tag gets no key: the API then names the problem.
+		ins, err := c.Inbounds(ctx)
+		if err != nil {
+			return af.apiErr(what, err)
+		}
+		for _, in := range ins {
+			if in.Tag != *inbound {
+				continue
+			}
+			if in.Protocol == "anytls" {
+				u.Password = rand.Text()
+			} else {
+				u.ID = uuid.NewString()
+			}
+		}
+	}
+	got, err := c.AddUser(ctx, *inbound, u)
+	if err != nil {
+		return af.apiErr(what, err)
+	}
+	return printJSON(stdout, got)
+}
+
+func cmdUserDel(args []string, stdout, stderr io.Writer) error {
+	const what = "user del"
+	fs := newFlagSet(what, stderr)
+	inbound := fs.String("inbound", "", "inbound tag (required)")
+	email := fs.String("email", "", "the user's name (required)")
+	var af adminFlags
+	af.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	switch {
+	case fs.NArg() > 0:
+		return fmt.Errorf("%s: unexpected argument %q", what, fs.Arg(0))
+	case *inbound == "":
+		return fmt.Errorf("%s: -inbound TAG is required", what)
+	case *email == "":
+		return fmt.Errorf("%s: -email NAME is required", what)
+	}
+	c, err := af.client(what)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := apiContext()
+	defer cancel()
+	if err := c.RemoveUser(ctx, *inbound, *email); err != nil {
+		return af.apiErr(what, err)
+	}
+	fmt.Fprintf(stdout, "removed user %q from inbound %q\n", *email, *inbound)
+	return nil
+}
+
+func cmdStats(args []string, stdout, stderr io.Writer) error {
+	const what = "stats"
+	fs := newFlagSet(what, stderr)
+	reset := fs.Bool("reset", false, "reset the counters (of -user, else all) and print their values before the reset")
+	user := fs.String("user", "", "only this user")
+	asJSON := fs.Bool("json", false, "print JSON")
+	var af adminFlags
+	af.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%s: unexpected argument %q", what, fs.Arg(0))
+	}
+	c, err := af.client(what)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := apiContext()
+	defer cancel()
+	var s admin.Stats
+	if *reset {
+		s, err = c.ResetStats(ctx, *user)
+	} else {
+		s, err = c.Stats(ctx)
+	}
+	if err != nil {
+		return af.apiErr(what, err)
+	}
+	if *user != "" {
+		cs, ok := s.Users[*user]
+		if !ok && !*reset {
+			return fmt.Errorf("%s: no counters for user %q (no such user, or no traffic yet)", what, *user)
+		}
+		s = admin.Stats{Users: map[string]admin.Counters{*user: cs}, Inbounds: map[string]admin.Counters{}}
+	}
+	if *asJSON {
+		return printJSON(stdout, s)
+	}
+	if *reset {
+		fmt.Fprintln(stdout, "Reset; the counters before:")
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	table := func(kind string, m map[string]admin.Counters) {
+		if len(m) == 0 {
+			return
+		}
+		fmt.Fprintf(tw, "%s\tUP\tDOWN\tACTIVE\tTOTAL\tREFUSED\tLAST SEEN\n", kind)
+		for _, name := range slices.Sorted(maps.Keys(m)) {
+			cs := m[name]
+			seen := "-"
+			if cs.LastSeen != nil {
+				seen = cs.LastSeen.UTC().Format(time.RFC3339)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\n", name, humanBytes(cs.Up), humanBytes(cs.Down), cs.Active, cs.Total, cs.Refused, seen)
+		}
+	}
+	table("USER", s.Users)
+	if len(s.Users) > 0 && len(s.Inbounds) > 0 {
+		fmt.Fprintln(tw)
+	}
+	table("INBOUND", s.Inbounds)
+	return tw.Flush()
+}
+
+func cmdReload(args []string, stdout, stderr io.Writer) error {
+	const what = "reload"
+	fs := newFlagSet(what, stderr)
+	var af adminFlags
+	af.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%s: unexpected argument %q", what, fs.Arg(0))
+	}
+	c, err := af.client(what)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := apiContext()
+	defer cancel()
+	if err := c.Reload(ctx); err != nil {
+		return af.apiErr(what, err)
+	}
+	fmt.Fprintln(stdout, "reloaded")
+	return nil
+}
+
+func printJSON(w io.Writer, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
+}
+
+// humanBytes writes n in binary units: 512 B, 1.5 KiB, 10.0 GiB.
+func humanBytes(n int64) string {
+	if n < 1024 {
+		return fmt.Sprintf("%d B", n)
+	}
+	f, unit := float64(n), ""
+	for _, unit = range []string{"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"} {
+		f /= 1024
+		if f < 1024 {
+			break
+		}
+	}
+	return fmt.Sprintf("%.1f %s", f, unit)
 }

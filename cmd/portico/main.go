@@ -5,6 +5,9 @@
 //	portico links (-c FILE | -state DIR)                     share links, one per line
 //	portico check -c FILE                                    validate a config and show what it serves
 //	portico playground [-listen HOST:PORT] [-wasm DIR]       the WebAssembly playground page
+//	portico user (list|add|del) [-inbound TAG] [-email E] …  users, through the admin API
+//	portico stats [-reset] [-user E]                         traffic counters, through the admin API
+//	portico reload                                           re-read the config, through the admin API
 //	portico uuid                                             a new user id
 //	portico version
 //
@@ -45,6 +48,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdLinks(args[1:], stdout, stderr)
 	case "check":
 		err = cmdCheck(args[1:], stdout, stderr)
+	case "user":
+		err = cmdUser(args[1:], stdout, stderr)
+	case "stats":
+		err = cmdStats(args[1:], stdout, stderr)
+	case "reload":
+		err = cmdReload(args[1:], stdout, stderr)
 	case "uuid":
 		err = cmdUUID(args[1:], stdout, stderr)
 	case "playground":
@@ -76,9 +85,16 @@ func usage(w io.Writer) {
   portico client [-listen HOST:PORT] (-c FILE | LINK)      local SOCKS5/HTTP proxy through a tunnel
   portico links (-c FILE | -state DIR)                     print share links, one per line
   portico check -c FILE                                    validate a config and show what it would serve
+  portico user list [-inbound TAG] [-json]                 list users (admin API)
+  portico user add -inbound TAG -email E [-id UUID | -password P] [-alter-id N] [-level N] [-quota 10GB] [-expiry 30d]
+                                                           add a user, effective at once (admin API)
+  portico user del -inbound TAG -email E                   remove a user (admin API)
+  portico stats [-reset] [-user E] [-json]                 traffic counters (admin API)
+  portico reload                                           re-read the config; on error the old one keeps running (admin API)
   portico uuid                                             print a new user UUID
   portico playground [-listen HOST:PORT] [-wasm DIR]       serve the browser playground (default 127.0.0.1:8080)
   portico version                                          print the version
 Common flags: -log-level debug|info|warn|error, -log-format text|json
+Admin API flags: -admin HOST:PORT|unix:/path (default $PORTICO_ADMIN, else 127.0.0.1:9090), -token T (default $PORTICO_ADMIN_TOKEN)
 `)
 }

@@ -4,7 +4,8 @@
 // a [tunnel.Handler].
 //
 // A connection whose first 32 bytes are not the SHA-256 of a user's
-// password, or whose authentication is cut short, is refused with an error
+// password (or are, of a user Options.Admit refuses), or whose
+// authentication is cut short, is refused with an error
 // wrapping [protocols.ErrNotProtocol] before a byte is written, and is left
 // open, so that the gateway can replay it into its decoy. The codec is
 // package anytls; the client is package anytlsclient.
@@ -57,6 +58,20 @@ type Options struct {
 	Inbound    string       // copied into every Request.Inbound
 	Transport  string       // copied into every Request.Transport ("tls", "ws", …)
 	Log        *slog.Logger // nil: discard
+
+	// Admit, when set, is asked after a user is authenticated and before
+	// anything is written or any tunnel starts: false refuses the user
+	// exactly as an unknown key is refused (an error wrapping
+	// protocols.ErrNotProtocol, nothing written, the connection left open for
+	// the caller's fallback). It receives the user's label (its email, or
+	// the label the server makes when there is none). It must be fast and
+	// safe for concurrent use; the gateway counts refusals in it.
+	//
+	// It is asked at byte 32, when the hash names a user, by Match as by
+	// ServeConn (a refused user does not match, as a wrong password), so one
+	// connection may be asked about more than once. A running session is
+	// not asked again: AnyTLS has no per-stream authentication.
+	Admit func(user string) bool
 }
 
 // Errors returned by New, SetUsers and ServeConn; use errors.Is.
@@ -64,6 +79,10 @@ var (
 	// ErrUnknownUser: the authentication's hash is no user's. It is
 	// returned wrapped together with protocols.ErrNotProtocol.
 	ErrUnknownUser = anytls.ErrUnknownPassword
+	// ErrNotAdmitted: the hash is a user's, but Options.Admit refused the
+	// user (quota, expiry…). Like ErrUnknownUser, it is returned wrapped
+	// together with protocols.ErrNotProtocol.
+	ErrNotAdmitted = errors.New("anytls: user not admitted")
 	// ErrUDP: a stream asked for udp-over-tcp version 1. The stream gets this text
 	// in its cmdSYNACK.
 	ErrUDP = errors.New("anytls: udp-over-tcp version 1 is not supported (use version 2, sp.v2.udp-over-tcp.arpa)")
@@ -84,6 +103,7 @@ type Server struct {
 	inbound    string
 	transport  string
 	log        *slog.Logger
+	admit      func(user string) bool // nil: everyone
 
 	refused      atomic.Int64 // streams refused past maxStreams
 	refusedShown atomic.Int64 // refused as of the last warning
@@ -153,7 +173,7 @@ func New(opts Options) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{scheme: scheme, maxStreams: opts.MaxStreams, inbound: opts.Inbound, transport: opts.Transport, log: log}
+	s := &Server{scheme: scheme, maxStreams: opts.MaxStreams, inbound: opts.Inbound, transport: opts.Transport, log: log, admit: opts.Admit}
 	s.users.Store(&t)
 	return s, nil
 }
@@ -218,20 +238,46 @@ func Label(password string) string {
 func (s *Server) PaddingScheme() *anytls.Scheme { return s.scheme }
 
 // Match reports whether prefix opens an AnyTLS connection for one of the
-// current users; it is a protocols.Matcher (see anytls.Match). Below 32
-// bytes it asks for more; a no comes with ErrUnknownUser, which never
-// holds the hash.
+// current users that Options.Admit admits; it is a protocols.Matcher (see
+// anytls.Match). Below 32 bytes it asks for more; a no comes with
+// ErrUnknownUser, which never holds the hash, or ErrNotAdmitted.
+//
+// A user Admit refuses must look like a wrong password from outside, and a
+// wrong password is a no here, so Match asks Admit too, through the same
+// lookup as ServeConn (Server.lookup).
 func (s *Server) Match(prefix []byte) (bool, error) {
 	t := *s.users.Load()
-	return anytls.Match(prefix, func(h [anytls.AuthHashLen]byte) bool { return t[h] != nil })
+	var why error
+	ok, err := anytls.Match(prefix, func(h [anytls.AuthHashLen]byte) bool {
+		_, why = s.lookup(t, h)
+		return why == nil
+	})
+	if !ok && errors.Is(why, ErrNotAdmitted) {
+		return false, ErrNotAdmitted
+	}
+	return ok, err
+}
+
+// lookup finds the account of hash h in t and asks Admit about it. The
+// error is ErrUnknownUser, or ErrNotAdmitted with the user's label.
+func (s *Server) lookup(t userTable, h [anytls.AuthHashLen]byte) (*account, error) {
+	a := t[h]
+	if a == nil {
+		return nil, ErrUnknownUser
+	}
+	if s.admit != nil && !s.admit(a.label) {
+		return nil, fmt.Errorf("%w: user %s", ErrNotAdmitted, a.label)
+	}
+	return a, nil
 }
 
 // ServeConn serves one carrier connection, following tunnel.Server's
 // contract:
 //
 //   - Until a whole authentication from a known user has been read — an
-//     unknown hash (decided at byte 32, without waiting for more), or the
-//     connection failing or ending before padding0 is whole — it returns
+//     unknown hash or the hash of a user whom Options.Admit refuses
+//     (ErrNotAdmitted; both decided at byte 32, without waiting for more),
+//     or the connection failing or ending before padding0 is whole — it returns
 //     an error wrapping protocols.ErrNotProtocol (and the cause), having
 //     written nothing and without closing conn.
 //   - ctx already done: it closes conn and returns ctx's error.
@@ -379,10 +425,13 @@ func (s *Server) readAuth(conn net.Conn) (*account, []byte, error) {
 		m, rerr := conn.Read(buf[n:])
 		n += m
 		if acct == nil && n >= anytls.AuthHashLen {
-			// Refuse an unknown hash before waiting for the rest.
-			if acct = (*s.users.Load())[[anytls.AuthHashLen]byte(buf[:anytls.AuthHashLen])]; acct == nil {
-				return nil, nil, notProtocol(ErrUnknownUser)
+			// Refuse an unknown or not admitted user before waiting for
+			// the rest: both at byte 32, the same way.
+			a, err := s.lookup(*s.users.Load(), [anytls.AuthHashLen]byte(buf[:anytls.AuthHashLen]))
+			if err != nil {
+				return nil, nil, notProtocol(err)
 			}
+			acct = a
 		}
 		if acct != nil {
 			if _, used, err := anytls.ParseAuth(buf[:n]); err == nil {

@@ -4,10 +4,11 @@
 // hands the tunnel to a [tunnel.Handler]; for a v1 keep-alive connection it
 // goes on reading requests, one stream at a time (see v1.go).
 //
-// A connection that is not VLESS for one of this server's users is refused
-// with an error wrapping [protocols.ErrNotProtocol] before a byte is written,
-// and is left open, so that the gateway can replay it into its decoy. The
-// codec is package vless; the client is package vlessclient.
+// A connection that is not VLESS for one of this server's users, or is for
+// a user Options.Admit refuses, is refused with an error wrapping
+// [protocols.ErrNotProtocol] before a byte is written, and is left open, so
+// that the gateway can replay it into its decoy. The codec is package
+// vless; the client is package vlessclient.
 //
 // Supported: the TCP command, UDP (command 2; version 0 framing: one
 // destination per tunnel, each datagram length-prefixed; version 1: the
@@ -63,6 +64,21 @@ type Options struct {
 	// IdleTimeout bounds the wait for the next request on a kept-alive v1
 	// connection. 0 means DefaultIdleTimeout.
 	IdleTimeout time.Duration
+
+	// Admit, when set, is asked after a user is authenticated and before
+	// anything is written or any tunnel starts: false refuses the user
+	// exactly as an unknown key is refused (an error wrapping
+	// protocols.ErrNotProtocol, nothing written, the connection left open for
+	// the caller's fallback). It receives the user's label (its email, or
+	// the label the server makes when there is none). It must be fast and
+	// safe for concurrent use; the gateway counts refusals in it.
+	//
+	// Match asks it too (a refused user does not match, as an unknown id),
+	// so one connection may be asked about more than once: by Match, again
+	// if the classifier asks Match with a longer prefix, and by ServeConn.
+	// On a kept-alive v1 connection it is asked again before each further
+	// request; there a refusal closes the connection (ErrNotAdmitted).
+	Admit func(user string) bool
 }
 
 // DefaultIdleTimeout is how long a kept-alive v1 connection may wait for
@@ -76,6 +92,12 @@ var (
 	// ErrUnknownUser: the request's UUID is not one of the users'. It is
 	// returned wrapped together with protocols.ErrNotProtocol.
 	ErrUnknownUser = errors.New("vless: unknown user id")
+	// ErrNotAdmitted: the UUID is a user's, but Options.Admit refused the
+	// user (quota, expiry…). Before the first request it is returned
+	// wrapped together with protocols.ErrNotProtocol, exactly as
+	// ErrUnknownUser; before a further request on a kept-alive v1
+	// connection it comes alone, with the connection closed.
+	ErrNotAdmitted = errors.New("vless: user not admitted")
 	// ErrMux: the client asked for Mux.Cool (command 3).
 	ErrMux = errors.New("vless: mux not supported")
 	// Deprecated: ServeConn no longer returns it: v1 carries UDP (udpv1.go),
@@ -104,6 +126,7 @@ type Server struct {
 	log       *slog.Logger
 	v1        bool
 	idle      time.Duration
+	admit     func(user string) bool // nil: everyone
 }
 
 var _ tunnel.Server = (*Server)(nil)
@@ -140,7 +163,7 @@ func New(opts Options) (*Server, error) {
 	if idle == 0 {
 		idle = DefaultIdleTimeout
 	}
-	s := &Server{inbound: opts.Inbound, transport: opts.Transport, log: log, v1: opts.V1, idle: idle}
+	s := &Server{inbound: opts.Inbound, transport: opts.Transport, log: log, v1: opts.V1, idle: idle, admit: opts.Admit}
 	s.users.Store(&t)
 	return s, nil
 }
@@ -213,25 +236,60 @@ func Label(id uuid.UUID) string {
 }
 
 // Match reports whether prefix opens a VLESS request for one of the current
-// users; it is a protocols.Matcher (see vless.Match, and vless.MatchV1 when
-// V1 is on).
+// users that Options.Admit admits; it is a protocols.Matcher (see
+// vless.Match, and vless.MatchV1 when V1 is on).
 //
 // When the version byte is right but the UUID is not a user's, the no comes
 // with ErrUnknownUser, so that the gateway's debug log can say why a
-// connection went to the decoy (the error never names the UUID).
+// connection went to the decoy (the error never names the UUID); when it
+// is a user's whom Admit refuses, with ErrNotAdmitted.
+//
+// A refused user must look like an unknown id from outside, and an unknown
+// id is a no here (the classifier sends it to the decoy). So Match asks
+// Admit as well, through the same lookup as ServeConn (Server.lookup), so
+// the two cannot disagree on who is refused. Answering yes and letting
+// ServeConn refuse would also end at the decoy through the gateway's
+// rewind, but through another path than an unknown id takes.
 func (s *Server) Match(prefix []byte) (bool, error) {
 	t := *s.users.Load()
 	versionOK := false
-	known := func(id [16]byte) bool { versionOK = true; return t[id] != nil }
+	var why error
+	known := func(id [16]byte) bool {
+		versionOK = true
+		_, why = s.lookup(t, id)
+		return why == nil
+	}
 	match := vless.Match
 	if s.v1 {
 		match = vless.MatchV1
 	}
 	ok, err := match(prefix, known)
 	if !ok && err == nil && versionOK {
+		if errors.Is(why, ErrNotAdmitted) {
+			return false, ErrNotAdmitted
+		}
 		return false, ErrUnknownUser
 	}
 	return ok, err
+}
+
+// lookup finds the account of id in t and asks Admit about it. The error
+// is ErrUnknownUser, or ErrNotAdmitted with the user's label; it never
+// names the id.
+func (s *Server) lookup(t userTable, id [16]byte) (*account, error) {
+	a := t[id]
+	if a == nil {
+		return nil, ErrUnknownUser
+	}
+	if !s.admitted(a) {
+		return nil, fmt.Errorf("%w: user %s", ErrNotAdmitted, a.label)
+	}
+	return a, nil
+}
+
+// admitted asks Options.Admit about a; without one, everyone is.
+func (s *Server) admitted(a *account) bool {
+	return s.admit == nil || s.admit(a.label)
 }
 
 // headerBufSize bounds what ServeConn reads before the header is complete.
@@ -243,7 +301,8 @@ const headerBufSize = 1024
 // contract:
 //
 //   - Until the UUID of a known user has been read — a first byte other
-//     than 0 (or 1 with V1), an unknown UUID, the connection failing or
+//     than 0 (or 1 with V1), an unknown UUID, the UUID of a user whom
+//     Options.Admit refuses (ErrNotAdmitted), the connection failing or
 //     ending before byte 17 — it returns an error wrapping
 //     protocols.ErrNotProtocol (and the cause), having written nothing and
 //     without closing conn. For version 0 the same holds for the rest of the
@@ -274,6 +333,9 @@ const headerBufSize = 1024
 //     for the next request, calling h once per request, one at a time. It
 //     returns nil when the client closes or the wait times out between
 //     requests, and the last handler's error when a stream ends uncleanly.
+//     Before each further request it asks Options.Admit again; a refusal
+//     closes conn and returns ErrNotAdmitted (no fallback: the client
+//     already proved its key on this connection).
 //
 // It sets no deadline for the first header: the caller's handshake
 // deadline, if any, bounds it, and the caller clears it afterwards (at the
@@ -373,10 +435,13 @@ func (s *Server) readFirst(br *v1io.Reader) (firstHeader, error) {
 			}
 		}
 		if f.acct == nil && len(buf) >= 17 {
-			// Refuse an unknown user before waiting for the rest.
-			if f.acct = (*s.users.Load())[[16]byte(buf[1:17])]; f.acct == nil {
-				return firstHeader{}, notProtocol(ErrUnknownUser)
+			// Refuse an unknown or not admitted user before waiting for
+			// the rest: both at byte 17, the same way.
+			acct, err := s.lookup(*s.users.Load(), [16]byte(buf[1:17]))
+			if err != nil {
+				return firstHeader{}, notProtocol(err)
 			}
+			f.acct = acct
 		}
 		if f.acct != nil {
 			var used int

@@ -79,6 +79,12 @@ func (s *Server) serveV1(ctx context.Context, conn net.Conn, br *v1io.Reader, hd
 			return fmt.Errorf("vless: request %d on a kept-alive connection: %w", streams+1, err)
 		}
 		conn.SetReadDeadline(time.Time{})
+		// The quota or the expiry may have run out since the first request.
+		if !s.admitted(acct) {
+			log.Info("vless: user no longer admitted; closing the kept-alive connection", "stream", streams+1)
+			conn.Close()
+			return fmt.Errorf("%w: user %s, request %d on a kept-alive connection; connection closed", ErrNotAdmitted, acct.label, streams+1)
+		}
 	}
 }
 

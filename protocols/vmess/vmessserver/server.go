@@ -5,11 +5,12 @@
 // request body and encodes the response.
 //
 // A connection that is not VMess for one of this server's users — unknown
-// id, replayed AuthID, a clock outside the window, a refused legacy header,
-// a header that fails its checksum or ends early — is refused with an error
-// wrapping [protocols.ErrNotProtocol] before a byte is written, and is left
-// open, so that the gateway can replay it into its decoy. The codec is
-// package vmess; the client is package vmessclient.
+// id, a user Options.Admit refuses, replayed AuthID, a clock outside the
+// window, a refused legacy header, a header that fails its checksum or ends
+// early — is refused with an error wrapping [protocols.ErrNotProtocol]
+// before a byte is written, and is left open, so that the gateway can
+// replay it into its decoy. The codec is package vmess; the client is
+// package vmessclient.
 //
 // Supported: the TCP command, every security (aes-128-gcm,
 // chacha20-poly1305, none, zero, and the legacy aes-128-cfb), chunk
@@ -65,6 +66,22 @@ type Options struct {
 	Transport                 string           // copied into every Request.Transport ("tls", "ws", …)
 	Log                       *slog.Logger     // nil: discard
 	Now                       func() time.Time // nil: time.Now
+
+	// Admit, when set, is asked after a user is authenticated and before
+	// anything is written or any tunnel starts: false refuses the user
+	// exactly as an unknown key is refused (an error wrapping
+	// protocols.ErrNotProtocol, nothing written, the connection left open for
+	// the caller's fallback). It receives the user's label (its email, or
+	// the label the server makes when there is none). It must be fast and
+	// safe for concurrent use; the gateway counts refusals in it.
+	//
+	// It is asked once the first 16 bytes name a user and pass the other
+	// checks (clock, replay, legacy rules), by Match as by ServeConn (a
+	// refused user does not match, as an unknown id), so one connection may
+	// be asked about more than once. A refused handshake is turned away at
+	// byte 16, as an unknown id is: the rest of the header is not read and
+	// its AuthID is not recorded in the replay filter.
+	Admit func(user string) bool
 }
 
 // Errors returned by New, SetUsers, Match and ServeConn; use errors.Is.
@@ -74,6 +91,10 @@ var (
 	// ErrUnknownUser: the first 16 bytes are neither an AuthID of a user
 	// nor a legacy hash of one of their ids within the time window.
 	ErrUnknownUser = errors.New("vmess: invalid user: no user matches the first 16 bytes")
+	// ErrNotAdmitted: the first 16 bytes are a user's, but Options.Admit
+	// refused the user (quota, expiry…). Like ErrUnknownUser, ServeConn
+	// returns it wrapped together with protocols.ErrNotProtocol.
+	ErrNotAdmitted = errors.New("vmess: user not admitted")
 	// ErrReplay: an AuthID (or a legacy header's session) already seen
 	// within its window.
 	ErrReplay = errors.New("vmess: replayed auth id")
@@ -121,6 +142,7 @@ type Server struct {
 	transport   string
 	log         *slog.Logger
 	now         func() time.Time
+	admit       func(user string) bool // nil: everyone
 
 	authIDs  *expiringSet[[16]byte]   // AEAD AuthIDs seen
 	sessions *expiringSet[sessionKey] // legacy (user, key, IV) seen
@@ -160,6 +182,7 @@ func New(opts Options) (*Server, error) {
 		transport:   opts.Transport,
 		log:         opts.Log,
 		now:         opts.Now,
+		admit:       opts.Admit,
 		authIDs:     newExpiringSet[[16]byte](maxAuthIDs),
 		sessions:    newExpiringSet[sessionKey](maxLegacySessions),
 	}
@@ -238,9 +261,19 @@ type ident struct {
 }
 
 // identify looks the first 16 bytes up: an AuthID of a user (one AES block
-// per user), else a legacy hash (one map look-up). The errors say why not;
-// they name users by label and never carry a key.
+// per user), else a legacy hash (one map look-up), and, when every other
+// check passed, asks Options.Admit. The errors say why not; they name users
+// by label and never carry a key.
 func (s *Server) identify(prefix []byte, now int64) (ident, error) {
+	id, err := s.authenticate(prefix, now)
+	if err == nil && s.admit != nil && !s.admit(id.acct.label) {
+		return id, fmt.Errorf("%w: user %s", ErrNotAdmitted, id.acct.label)
+	}
+	return id, err
+}
+
+// authenticate is identify without Admit.
+func (s *Server) authenticate(prefix []byte, now int64) (ident, error) {
 	t := s.users.Load()
 	id := ident{authID: [16]byte(prefix[:16])}
 	if i, ts, ok := vmess.FindAuthID(t.keys, prefix); ok {
@@ -277,10 +310,15 @@ func (s *Server) identify(prefix []byte, now int64) (ident, error) {
 // current users; it is a protocols.Matcher. It needs 16 bytes. A VMessAEAD
 // AuthID matches when it opens under a user's key with a good checksum, a
 // time within 120 s and has not been seen (it is not recorded: ServeConn
-// does that); a legacy hash matches only when AllowLegacy is on. A no
-// carries the reason (unknown user, replay, clock skew, legacy refused,
-// alterId mismatch, burned legacy auth); the ones a real user can fix are
+// does that); a legacy hash matches only when AllowLegacy is on; and
+// either only when Options.Admit admits the user. A no carries the reason
+// (unknown user, replay, clock skew, legacy refused, alterId mismatch,
+// burned legacy auth, not admitted); the ones a real user can fix are
 // also logged at warn level, at most once per user and reason every 10 s.
+//
+// A user Admit refuses must look like an unknown id from outside, and an
+// unknown id is a no here, so Match asks Admit too (in identify, the one
+// place ServeConn also goes through).
 func (s *Server) Match(prefix []byte) (bool, error) {
 	if len(prefix) < 16 {
 		return false, protocols.ErrNeedMore
@@ -331,7 +369,9 @@ const headerBufSize = 16 << 10
 //
 //   - Until a whole header from a known user has been read and checked —
 //     unknown user, replayed AuthID, clock more than 120 s off, legacy
-//     client refused, alterId mismatch, burned legacy auth, a header that
+//     client refused, alterId mismatch, burned legacy auth, a user whom
+//     Options.Admit refuses (ErrNotAdmitted, decided at byte 16 as an
+//     unknown user is, without recording the AuthID), a header that
 //     fails authentication or its checksum or does not parse, the
 //     connection failing or ending mid-header — it returns an error
 //     wrapping protocols.ErrNotProtocol (and the cause), having written
