@@ -5,6 +5,9 @@ import (
 	"errors"
 
 	"github.com/portico-gw/portico/protocols"
+	"github.com/portico-gw/portico/protocols/anytls/anytlsserver"
+	"github.com/portico-gw/portico/protocols/vless/vlessserver"
+	"github.com/portico-gw/portico/protocols/vmess/vmessserver"
 )
 
 // httpStarts are the first bytes of every request line net/http serves, and
@@ -64,7 +67,7 @@ func classify(prefix []byte, matchers []protocols.Matcher) (v verdict, proto int
 			return verdictProto, i, nil
 		case err == protocols.ErrNeedMore:
 			more = true
-		case err != nil && why == nil:
+		case err != nil && (why == nil || reasonRank(err) > reasonRank(why)):
 			why = err
 		}
 	}
@@ -83,6 +86,21 @@ func classify(prefix []byte, matchers []protocols.Matcher) (v verdict, proto int
 		return verdictMore, -1, why
 	}
 	return verdictDecoy, -1, why
+}
+
+// reasonRank orders matchers' refusals so that the reason kept is the one
+// that says most: a replay (a VMess matcher knew the key and the handshake
+// was seen before) over a key no user has, over everything else (another
+// protocol's "not mine").
+func reasonRank(err error) int {
+	switch {
+	case errors.Is(err, vmessserver.ErrReplay), errors.Is(err, vmessserver.ErrTainted):
+		return 2
+	case errors.Is(err, vmessserver.ErrUnknownUser), errors.Is(err, vlessserver.ErrUnknownUser),
+		errors.Is(err, anytlsserver.ErrUnknownUser):
+		return 1
+	}
+	return 0
 }
 
 // errLineEnd is the debug log's reason when a line end decided for the site

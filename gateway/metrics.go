@@ -13,6 +13,7 @@ import (
 
 	"github.com/portico-gw/portico/protocols"
 	"github.com/portico-gw/portico/protocols/anytls/anytlsserver"
+	"github.com/portico-gw/portico/protocols/vless"
 	"github.com/portico-gw/portico/protocols/vless/vlessserver"
 	"github.com/portico-gw/portico/protocols/vmess/vmessserver"
 )
@@ -46,6 +47,11 @@ func (h *handshakeFailures) count(err error) {
 		errors.Is(err, anytlsserver.ErrUnknownUser), errors.Is(err, vlessserver.ErrNotAdmitted),
 		errors.Is(err, vmessserver.ErrNotAdmitted), errors.Is(err, anytlsserver.ErrNotAdmitted):
 		h.badKey.Add(1)
+	case errors.Is(err, vless.ErrUnsupportedCommand), errors.Is(err, vless.ErrBadAddons),
+		errors.Is(err, vless.ErrUnknownAddon), errors.Is(err, protocols.ErrBadAddr):
+		// A known user's header that does not parse (VLESS v0 hands it to
+		// the site, wrapped with ErrNotProtocol: still a failed handshake).
+		h.malformed.Add(1)
 	case errors.Is(err, protocols.ErrNotProtocol):
 	default:
 		h.malformed.Add(1)

@@ -167,6 +167,22 @@ func (s *opsServer) probeAnswer(t *testing.T, id string) string {
 	return line
 }
 
+// probeCommand sends a VLESS v0 header of user id with command cmd.
+func (s *opsServer) probeCommand(t *testing.T, id string, cmd byte) {
+	t.Helper()
+	c, err := tls.Dial("tcp", s.g.Addr().String(), &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	u := uuid.MustParse(id)
+	hdr := append([]byte{0}, u[:]...)
+	hdr = append(hdr, 0, cmd, 0x1f, 0x90, 1, 127, 0, 0, 1)
+	c.Write(append(hdr, "\r\n\r\n"...))
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	io.ReadAll(c)
+}
+
 func waitIdle(t *testing.T, g *Gateway) {
 	t.Helper()
 	for deadline := time.Now().Add(5 * time.Second); g.Router().Active() != 0; {
@@ -336,6 +352,7 @@ func TestMetrics(t *testing.T) {
 			}
 			waitIdle(t, s.g)
 			s.probeAnswer(t, uuid.NewString()) // a bad key
+			s.probeCommand(t, id, 5)            // a user's malformed header
 			hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 				return (&net.Dialer{}).DialContext(ctx, "unix", s.sock)
 			}}}
@@ -386,7 +403,7 @@ func TestMetrics(t *testing.T) {
 				{"portico_handshake_failures_total", map[string]string{"reason": "bad_key"}, func(v float64) bool { return v >= 1 }},
 				{"portico_handshake_failures_total", map[string]string{"reason": "replay"}, func(v float64) bool { return v == 0 }},
 				{"portico_handshake_failures_total", map[string]string{"reason": "timeout"}, func(v float64) bool { return v == 0 }},
-				{"portico_handshake_failures_total", map[string]string{"reason": "malformed"}, func(v float64) bool { return v == 0 }},
+				{"portico_handshake_failures_total", map[string]string{"reason": "malformed"}, func(v float64) bool { return v == 1 }},
 				{"portico_fallback_total", nil, func(v float64) bool { return v >= 1 }},
 				{"portico_udp_associations_active", nil, func(v float64) bool { return v == 0 }},
 				{"portico_certificate_expiry_seconds", nil, func(v float64) bool { return v > 86400 }},

@@ -94,4 +94,7 @@ func TestVMessReplayGetsTheDecoy(t *testing.T) {
 	if !strings.Contains(logs.String(), "replay") {
 		t.Fatalf("log does not say replay:\n%s", logs)
 	}
+	if n := g.failures.replay.Load(); n != 1 {
+		t.Fatalf("portico_handshake_failures_total{reason=replay} would be %d; want 1", n)
+	}
 }
