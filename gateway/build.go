@@ -606,6 +606,13 @@ func (g *Gateway) httpListen() string {
 
 // Pin is the SHA-256 pin of the self-signed certificate, "" otherwise.
 func (g *Gateway) Pin() string {
+	if h := g.certNow.Load(); h != nil {
+		// The source in force: a reload may have swapped it.
+		if st, ok := h.src.(*acme.Static); ok && st != nil {
+			return st.Pin()
+		}
+		return ""
+	}
 	if g.selfCert == nil {
 		return ""
 	}

@@ -1,7 +1,10 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
+	"encoding/pem"
 	"errors"
 	"net/netip"
 	"os"
@@ -209,5 +212,52 @@ func TestReloadChangesRoutes(t *testing.T) {
 	}
 	if !found {
 		t.Fatalf("no ws link among %+v", ls)
+	}
+}
+
+// TestReloadSwapsCertificate: a reload that points server.tls at other
+// files serves the new certificate on the next handshake; a tunnel opened
+// before keeps flowing.
+func TestReloadSwapsCertificate(t *testing.T) {
+	alice := uuid.NewString()
+	s := startOps(t, map[string]string{"alice": alice}, false, false)
+	served := func() []byte {
+		c, err := tls.Dial("tcp", s.g.Addr().String(), &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].Raw
+	}
+	before := served()
+	echo := prototest.Echo(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	open, err := s.vless(t, alice).DialStream(ctx, echo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Close()
+
+	certFile, keyFile := selfSignedFiles(t)
+	b, _ := os.ReadFile(s.cfg)
+	swapped := strings.Replace(string(b), `"source": "self-signed", "stateDir"`,
+		`"source": "files", "certFile": "`+certFile+`", "keyFile": "`+keyFile+`", "stateDir"`, 1)
+	if err := os.WriteFile(s.cfg, []byte(swapped), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.g.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	pemBytes, _ := os.ReadFile(certFile)
+	block, _ := pem.Decode(pemBytes)
+	if after := served(); bytes.Equal(after, before) || !bytes.Equal(after, block.Bytes) {
+		t.Fatal("the reload did not put the new certificate in front")
+	}
+	if err := prototest.Exchange(open, 256<<10, 3); err != nil {
+		t.Fatalf("a tunnel opened before the reload: %v", err)
+	}
+	if s.g.Pin() != "" {
+		t.Fatalf("pin %q after swapping to files; links should carry none", s.g.Pin())
 	}
 }
