@@ -248,23 +248,19 @@ func (v *natView) LocalAddr() net.Addr { return v.m.sock.LocalAddr() }
 // MultiSource reports that reads name each datagram's source.
 func (v *natView) MultiSource() bool { return true }
 
-// Datagrams waiting in a view's queue use small pooled buffers; the rare
-// longer one gets its own.
-const datagramBufSize = 2048
-
-var datagramBufs = sync.Pool{New: func() any { b := make([]byte, datagramBufSize); return &b }}
-
+// Datagrams waiting in a view's queue use the pool's small buffers; the
+// rare longer one gets its own.
 func getDatagramBuf(n int) *[]byte {
-	if n > datagramBufSize {
+	if n > smallBufSize {
 		b := make([]byte, n)
 		return &b
 	}
-	return datagramBufs.Get().(*[]byte)
+	return getSmallBuf()
 }
 
 func putDatagramBuf(b *[]byte) {
-	if cap(*b) == datagramBufSize {
-		*b = (*b)[:datagramBufSize]
-		datagramBufs.Put(b)
+	if cap(*b) == smallBufSize {
+		*b = (*b)[:smallBufSize]
+		putSmallBuf(b)
 	}
 }

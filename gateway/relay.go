@@ -11,16 +11,26 @@ import (
 	"time"
 )
 
-// relayBufSize is the copy chunk. 32 KiB holds two full TLS records, so a
-// bulk copy costs one read and one write per pair of records.
-const relayBufSize = 32 << 10
+// relayBufSize is the bulk copy chunk. 32 KiB holds two full TLS records,
+// so a bulk copy costs one read and one write per pair of records.
+// smallBufSize is what a direction holds while it waits: an idle tunnel
+// should not pin 64 KiB of buffers (there may be thousands of them).
+const (
+	relayBufSize = 32 << 10
+	smallBufSize = 2 << 10
+)
 
-// bufPool is the one buffer pool of the gateway. It holds *[]byte so that
-// Get and Put do not allocate.
-var bufPool = sync.Pool{New: func() any { b := make([]byte, relayBufSize); return &b }}
+// The gateway's one buffer pool, in two size classes. It holds *[]byte so
+// that Get and Put do not allocate.
+var (
+	bufPool      = sync.Pool{New: func() any { b := make([]byte, relayBufSize); return &b }}
+	smallBufPool = sync.Pool{New: func() any { b := make([]byte, smallBufSize); return &b }}
+)
 
-func getBuf() *[]byte  { return bufPool.Get().(*[]byte) }
-func putBuf(b *[]byte) { bufPool.Put(b) }
+func getBuf() *[]byte       { return bufPool.Get().(*[]byte) }
+func putBuf(b *[]byte)      { bufPool.Put(b) }
+func getSmallBuf() *[]byte  { return smallBufPool.Get().(*[]byte) }
+func putSmallBuf(b *[]byte) { smallBufPool.Put(b) }
 
 // Counter receives byte counts as they are copied. It must be safe for
 // concurrent use and cheap: it is called once per chunk.
@@ -128,15 +138,29 @@ func (r *relay) closeBoth() {
 	})
 }
 
-// copy moves src to dst with a pooled buffer and returns the bytes moved.
+// copy moves src to dst with pooled buffers and returns the bytes moved.
 // io.Copy is avoided on purpose: ReaderFrom/WriterTo paths of wrapped conns
 // allocate their own buffer per call and hide the per-chunk counting.
+//
+// A direction waits on a small buffer; a read that fills it means bulk is
+// flowing, and the reads after it use a large one until a read comes back
+// shorter than the small buffer (the source drained), when the large one
+// goes back to the pool before the next, possibly long, wait.
 func (r *relay) copy(dst, src net.Conn, up bool) int64 {
-	bp := getBuf()
-	defer putBuf(bp)
-	buf := *bp
+	sp := getSmallBuf()
+	defer putSmallBuf(sp)
+	var bp *[]byte
+	defer func() {
+		if bp != nil {
+			putBuf(bp)
+		}
+	}()
 	var total int64
 	for {
+		buf := *sp
+		if bp != nil {
+			buf = *bp
+		}
 		n, rerr := src.Read(buf)
 		if n > 0 {
 			if r.idle > 0 {
@@ -155,6 +179,13 @@ func (r *relay) copy(dst, src net.Conn, up bool) int64 {
 				r.fail(werr)
 				return total
 			}
+		}
+		switch { // after the write: buf may be the large buffer
+		case bp == nil && n == len(buf):
+			bp = getBuf()
+		case bp != nil && n < smallBufSize:
+			putBuf(bp)
+			bp = nil
 		}
 		if rerr != nil {
 			if rerr != io.EOF {
