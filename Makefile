@@ -7,13 +7,14 @@ CODEC_PKGS := ./protocols ./protocols/links ./protocols/vless ./protocols/anytls
 # without -race (which distorts both).
 ALLOC_PKGS := ./gateway ./protocols/vmess ./protocols/vmess/internal/vmessconn ./protocols/vmess/vmessserver ./protocols/anytls/session
 
-.PHONY: test peers vet race allocs wasm fuzz-short fuzz build soak
+.PHONY: test peers vet race allocs wasm fuzz-short fuzz build soak bench
 
 test: peers vet race allocs wasm fuzz-short
 	@echo "make test: all checks passed"
 
 peers:
 	./scripts/install-peers.sh
+	./scripts/install-workerd.sh
 
 vet:
 	$(GO) vet ./...
@@ -35,8 +36,9 @@ wasm:
 	GOOS=js GOARCH=wasm $(GO) test -count=1 -exec="$$($(GO) env GOROOT)/lib/wasm/go_js_wasm_exec" $(CODEC_PKGS)
 	GOOS=js GOARCH=wasm $(GO) build -trimpath -ldflags="-s -w" -o bin/portico.wasm ./wasm/js
 	GOOS=wasip1 GOARCH=wasm $(GO) build -trimpath -ldflags="-s -w" -o bin/portico-wasi.wasm ./wasm/wasi
+	GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -ldflags="-s -w" -o bin/portico-edge.wasm ./wasm/edge/codec
 	cp "$$($(GO) env GOROOT)/lib/wasm/wasm_exec.js" bin/
-	@ls -l bin/portico.wasm bin/portico-wasi.wasm
+	@ls -l bin/portico.wasm bin/portico-wasi.wasm bin/portico-edge.wasm
 
 fuzz-short:
 	./scripts/fuzz.sh 3s
@@ -51,3 +53,12 @@ build:
 # every protocol and transport, three rounds, a few minutes at most.
 soak:
 	PORTICO_SOAK=1 $(GO) test -run '^TestSoak$$' -count=1 -timeout 15m -v ./gateway/
+
+# The benchmark of issue #11, not part of `test`: a sink, `portico run` and a
+# `portico client` per row as separate processes on loopback, beside a plain
+# TLS relay (the floor), direct connections and v2ray. Stops by itself within
+# 10 minutes; results in bench-results/ (docs/performance.md keeps the table).
+bench:
+	$(GO) build -o bin/portico ./cmd/portico
+	$(GO) build -o bin/portico-bench ./cmd/portico-bench
+	bin/portico-bench -portico bin/portico -out bench-results

@@ -140,7 +140,7 @@ func (d *Dialer) dial(ctx context.Context, t target, ed []byte) (*conn, error) {
 	wd := websocket.Dialer{
 		NetDialContext:  d.NetDial,
 		TLSClientConfig: cfg,
-		ReadBufferSize:  4096,
+		ReadBufferSize:  frameBuffer,
 		WriteBufferSize: frameBuffer,
 	}
 	if wd.NetDialContext == nil {

@@ -123,6 +123,7 @@ const (
 
 var upgrader = websocket.Upgrader{
 	HandshakeTimeout: handshakeTimeout,
+	ReadBufferSize:   frameBuffer, // a whole record per read, not net/http's 4 KiB
 	WriteBufferSize:  frameBuffer,
 	CheckOrigin:      func(*http.Request) bool { return true },
 }

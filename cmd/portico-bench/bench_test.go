@@ -1,0 +1,118 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestBenchSmall runs the built tool as `make bench` does, with tiny sizes
+// and three rows, and checks that results.json has every row with positive
+// figures and that no child process outlives the run.
+func TestBenchSmall(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs portico")
+	}
+	dir := t.TempDir()
+	porticoBin, benchBin := filepath.Join(dir, "portico"), filepath.Join(dir, "portico-bench")
+	for _, b := range [][2]string{{porticoBin, "../portico"}, {benchBin, "."}} {
+		build := exec.Command("go", "build", "-o", b[0], b[1])
+		if out, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("go build %s: %v\n%s", b[1], err, out)
+		}
+	}
+	out := filepath.Join(dir, "out")
+	rows := []string{"floor", "direct", "vless/tcp"}
+	cmd := exec.Command(benchBin, "-portico", porticoBin, "-out", out, "-bulk", "1MiB", "-repeat", "1",
+		"-tunnels", "20", "-conc-tunnels", "40", "-concurrency", "8", "-idle", "20",
+		"-rows", strings.Join(rows, ","), "-timeout", "60s")
+	start := time.Now()
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("portico-bench: %v\n%s", err, b)
+	}
+	t.Logf("portico-bench ran in %v", time.Since(start).Round(time.Millisecond))
+
+	js, err := os.ReadFile(filepath.Join(out, "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res results
+	if err := json.Unmarshal(js, &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Partial || res.Error != "" {
+		t.Fatalf("partial = %v, error = %q", res.Partial, res.Error)
+	}
+	if len(res.Rows) != len(rows) {
+		t.Fatalf("%d rows, want %v", len(res.Rows), rows)
+	}
+	for i, r := range res.Rows {
+		if r.Name != rows[i] || !r.Available || r.Error != "" {
+			t.Fatalf("row %d = %q available=%v error=%q, want %q", i, r.Name, r.Available, r.Error, rows[i])
+		}
+		for _, k := range bulkKeys {
+			if f := r.Bulk[k]; f == nil || f.Median <= 0 {
+				t.Errorf("%s: bulk %s = %+v", r.Name, k, f)
+			}
+		}
+		for _, tf := range []*tunnelFigure{r.Seq, r.Conc} {
+			if tf == nil || tf.PerSec.Median <= 0 || tf.P50ms.Median <= 0 || tf.P99ms.Median < tf.P50ms.Median {
+				t.Errorf("%s: tunnels %+v", r.Name, tf)
+			}
+		}
+		if r.Idle == nil || r.Idle.Tunnels != 20 {
+			t.Fatalf("%s: idle %+v", r.Name, r.Idle)
+		}
+		if (r.Kind == "portico" && (r.Idle.ClientRSSKiB <= 0 || r.Idle.ServerRSSKiB <= 0)) ||
+			(r.Kind == "floor" && r.Idle.ServerRSSKiB <= 0) {
+			t.Errorf("%s: idle RSS %+v", r.Name, r.Idle)
+		}
+	}
+	md, err := os.ReadFile(filepath.Join(out, "results.md"))
+	if err != nil || !strings.Contains(string(md), "| vless/tcp |") || !strings.Contains(string(md), "Machine: ") {
+		t.Fatalf("results.md (%v):\n%s", err, md)
+	}
+
+	// setup server, tlsrelay, the vless/tcp server and client
+	if len(res.Pids) < 4 {
+		t.Fatalf("pids %v: want at least 4 children", res.Pids)
+	}
+	for _, pid := range res.Pids {
+		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+			t.Errorf("child %d still exists after the run (kill 0: %v)", pid, err)
+		}
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{"1GiB": 1 << 30, "128MiB": 128 << 20, "64KiB": 64 << 10, "1MB": 1e6, "4096": 4096} {
+		if got, err := parseSize(in); err != nil || got != want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "x", "-1MiB", "0"} {
+		if _, err := parseSize(in); err == nil {
+			t.Errorf("parseSize(%q) did not fail", in)
+		}
+	}
+}
+
+func TestMedian(t *testing.T) {
+	var f figure
+	for _, v := range []float64{5, 1, 3} {
+		f.add(v)
+	}
+	if f.Median != 3 {
+		t.Fatalf("median of 5, 1, 3 = %v", f.Median)
+	}
+	f.add(10)
+	if f.Median != 4 {
+		t.Fatalf("median of 5, 1, 3, 10 = %v", f.Median)
+	}
+}
