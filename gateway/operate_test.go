@@ -352,7 +352,7 @@ func TestMetrics(t *testing.T) {
 			}
 			waitIdle(t, s.g)
 			s.probeAnswer(t, uuid.NewString()) // a bad key
-			s.probeCommand(t, id, 5)            // a user's malformed header
+			s.probeCommand(t, id, 5)           // a user's malformed header
 			hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 				return (&net.Dialer{}).DialContext(ctx, "unix", s.sock)
 			}}}
