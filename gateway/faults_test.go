@@ -559,6 +559,29 @@ func faultExchangeEnd(conn net.Conn, size int) error {
 	return faultEnd(conn)
 }
 
+// faultDialEachExpectEnd opens a tunnel to dst through every dialer,
+// sends first, and expects the tunnel to end promptly (or the dial to fail
+// promptly): the failing side of a fault.
+func faultDialEachExpectEnd(t *testing.T, dialers map[string]tunnel.Dialer, dst protocols.Addr, first []byte) {
+	t.Helper()
+	for _, name := range faultProtoNames(dialers) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		start := time.Now()
+		conn, err := dialers[name].DialStream(ctx, dst)
+		cancel()
+		if err != nil {
+			if took := time.Since(start); took > 3*time.Second {
+				t.Errorf("%s: dial failed only after %v: %v", name, took, err)
+			}
+			t.Logf("%s: the client's dial failed: %v", name, err)
+			continue
+		}
+		conn.Write(first)
+		faultExpectEnd(t, name, conn, 3*time.Second)
+		conn.Close()
+	}
+}
+
 // TestFaults: each fault of issue #9, with faultSurvivors moving checksummed
 // data beside it.
 func TestFaults(t *testing.T) {
@@ -568,22 +591,7 @@ func TestFaults(t *testing.T) {
 		surv := faultStartSurvivors(t, e.dialers, e.echo, faultSurvivorBytes)
 		surv.ready.Wait()
 		dst := faultClosedPort(t)
-		for _, name := range faultProtoNames(e.dialers) {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			start := time.Now()
-			conn, err := e.dialers[name].DialStream(ctx, dst)
-			cancel()
-			if err != nil {
-				if took := time.Since(start); took > 3*time.Second {
-					t.Errorf("%s: dial failed only after %v: %v", name, took, err)
-				}
-				t.Logf("%s: the client's dial failed: %v", name, err)
-				continue
-			}
-			conn.Write([]byte("hello"))
-			faultExpectEnd(t, name, conn, 3*time.Second)
-			conn.Close()
-		}
+		faultDialEachExpectEnd(t, e.dialers, dst, []byte("hello"))
 		surv.finish(t)
 		lines := faultWaitLines(t, e.logs, len(e.dialers), "target="+dst.String()+" ")
 		for _, line := range lines {
@@ -816,22 +824,7 @@ func TestFaults(t *testing.T) {
 		surv := faultStartSurvivors(t, e.dialers, e.echo, faultSurvivorBytes)
 		surv.ready.Wait()
 		dst := protocols.DomainAddr("does-not-exist.invalid", 80)
-		for _, name := range faultProtoNames(e.dialers) {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			start := time.Now()
-			conn, err := e.dialers[name].DialStream(ctx, dst)
-			cancel()
-			if err != nil {
-				if took := time.Since(start); took > 3*time.Second {
-					t.Errorf("%s: dial failed only after %v: %v", name, took, err)
-				}
-				t.Logf("%s: the client's dial failed: %v", name, err)
-				continue
-			}
-			conn.Write([]byte("GET / HTTP/1.0\r\n\r\n"))
-			faultExpectEnd(t, name, conn, 3*time.Second)
-			conn.Close()
-		}
+		faultDialEachExpectEnd(t, e.dialers, dst, []byte("GET / HTTP/1.0\r\n\r\n"))
 		surv.finish(t)
 		lines := faultWaitLines(t, e.logs, len(e.dialers), "target="+dst.String()+" ")
 		for _, line := range lines {

@@ -358,6 +358,18 @@ func cmdUUID(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// parseAndConnect parses the command line of a command that takes no
+// arguments besides its flags and returns the admin API's client.
+func (af *adminFlags) parseAndConnect(fs *flag.FlagSet, args []string, what string) (*admin.Client, error) {
+	if err := parse(fs, args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("%s: unexpected argument %q", what, fs.Arg(0))
+	}
+	return af.client(what)
+}
+
 // adminFlags are the flags of the commands that call the admin API.
 type adminFlags struct{ addr, token string }
 
@@ -418,13 +430,7 @@ func cmdUserList(args []string, stdout, stderr io.Writer) error {
 	asJSON := fs.Bool("json", false, "print JSON")
 	var af adminFlags
 	af.register(fs)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%s: unexpected argument %q", what, fs.Arg(0))
-	}
-	c, err := af.client(what)
+	c, err := af.parseAndConnect(fs, args, what)
 	if err != nil {
 		return err
 	}
@@ -594,13 +600,7 @@ func cmdStats(args []string, stdout, stderr io.Writer) error {
 	asJSON := fs.Bool("json", false, "print JSON")
 	var af adminFlags
 	af.register(fs)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%s: unexpected argument %q", what, fs.Arg(0))
-	}
-	c, err := af.client(what)
+	c, err := af.parseAndConnect(fs, args, what)
 	if err != nil {
 		return err
 	}
@@ -656,13 +656,7 @@ func cmdReload(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet(what, stderr)
 	var af adminFlags
 	af.register(fs)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%s: unexpected argument %q", what, fs.Arg(0))
-	}
-	c, err := af.client(what)
+	c, err := af.parseAndConnect(fs, args, what)
 	if err != nil {
 		return err
 	}
