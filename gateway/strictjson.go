@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
 )
 
 // decodeStrict decodes data into v (a pointer to a struct) and refuses
@@ -185,6 +186,9 @@ func jsonKind(v any) string {
 }
 
 func join(path, key string) string {
+	if !printableKey(key) {
+		key = strconv.Quote(key) // a key with a line break must not break the one-line error
+	}
 	if path == "" {
 		return key
 	}
@@ -261,4 +265,14 @@ func editDistance(a, b string) int {
 		prev, cur = cur, prev
 	}
 	return prev[len(b)]
+}
+
+// printableKey reports whether key can stand in a field path as it is.
+func printableKey(key string) bool {
+	for _, r := range key {
+		if !unicode.IsPrint(r) || r == '"' {
+			return false
+		}
+	}
+	return key != ""
 }
