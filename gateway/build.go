@@ -24,6 +24,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/portico-gw/portico/acme"
+	"github.com/portico-gw/portico/internal/connlimit"
 	"github.com/portico-gw/portico/protocols/anytls/anytlsclient"
 	"github.com/portico-gw/portico/protocols/anytls/anytlsserver"
 	"github.com/portico-gw/portico/protocols/httpproxy"
@@ -71,19 +72,20 @@ type Gateway struct {
 	// running gateway's router and life. Nil otherwise.
 	root *Gateway
 
-	current    atomic.Pointer[Config]          // the config now in force (the last reload's)
-	users      atomic.Pointer[inboundRegistry] // tunnel inbounds and their users
-	reloadMu   sync.Mutex                      // one reload or user change at a time
-	refusedLog rateLog                         // users refused for quota or expiry
-	failures   handshakeFailures               // for metrics
-	site       *swapHandler                    // the site with its tunnel routes; a reload swaps it
-	certNow    atomic.Pointer[certHolder]      // the certificate source in force
-	siteNext   http.Handler                    // built by a reload's gateway, for root.site
-	raw        []RawProtocol                   // the raw-TLS protocols as built
-	statsFile  string                          // where the counters are kept; "" = not kept
-	statsLog   rateLog
-	adminLn    net.Listener
-	adminSrv   *http.Server
+	current      atomic.Pointer[Config]          // the config now in force (the last reload's)
+	users        atomic.Pointer[inboundRegistry] // tunnel inbounds and their users
+	reloadMu     sync.Mutex                      // one reload or user change at a time
+	refusedLog   rateLog                         // users refused for quota or expiry
+	quicLimitLog rateLog                         // QUIC connections refused by server.limits
+	failures     handshakeFailures               // for metrics
+	site         *swapHandler                    // the site with its tunnel routes; a reload swaps it
+	certNow      atomic.Pointer[certHolder]      // the certificate source in force
+	siteNext     http.Handler                    // built by a reload's gateway, for root.site
+	raw          []RawProtocol                   // the raw-TLS protocols as built
+	statsFile    string                          // where the counters are kept; "" = not kept
+	statsLog     rateLog
+	adminLn      net.Listener
+	adminSrv     *http.Server
 
 	front     *FrontDoor
 	certs     acme.Source
@@ -106,6 +108,8 @@ type localInbound struct {
 	tag, protocol, listen string
 	socks                 *socks.Server
 	http                  *httpproxy.Server
+	slots                 *connlimit.Slots // nil: no connection limit
+	limitLog              rateLog
 }
 
 // New builds a gateway from a checked config. It reads certificate files and
@@ -161,12 +165,14 @@ func newGateway(cfg *Config, opts Options, prev *Gateway) (*Gateway, error) {
 			for _, a := range s.Accounts {
 				users[a.User] = a.Pass
 			}
-			li := &localInbound{tag: tag, protocol: in.Protocol, listen: in.Listen}
+			li := &localInbound{tag: tag, protocol: in.Protocol, listen: in.Listen,
+				slots: connlimit.New(s.Limits.MaxConnections, s.Limits.MaxConnectionsPerIP)}
+			hs := cfg.Timeouts.Handshake.Or(10 * time.Second)
 			if in.Protocol != "http" {
-				li.socks = &socks.Server{Users: users, Inbound: tag, Log: g.log}
+				li.socks = &socks.Server{Users: users, Inbound: tag, Log: g.log, HandshakeTimeout: hs}
 			}
 			if in.Protocol != "socks" {
-				li.http = &httpproxy.Server{Users: users, Inbound: tag, Log: g.log}
+				li.http = &httpproxy.Server{Users: users, Inbound: tag, Log: g.log, HeaderTimeout: hs}
 			}
 			g.locals = append(g.locals, li)
 			continue
@@ -480,7 +486,14 @@ func (g *Gateway) buildFront(sc *ServerConfig, raw []RawProtocol, opts Options, 
 	}
 	if g.wantsHTTP3() {
 		g.h3 = &quic.Server{TLS: &tls.Config{GetCertificate: g.getCertificate, MinVersion: tls.VersionTLS13},
-			Handler: g.site, Log: g.log}
+			Handler: g.site, Log: g.log,
+			Limits: connlimit.New(sc.Limits.MaxConnections, sc.Limits.MaxConnectionsPerIP)}
+		if g.h3.Limits != nil {
+			h3 := g.h3
+			h3.Refused = func(why connlimit.Refusal, source net.Addr) {
+				logRefusal(g.log, &g.quicLimitLog, h3.Limits, why, "server.limits.", source, "listener", "quic")
+			}
+		}
 	}
 	return nil
 }
@@ -830,6 +843,15 @@ func (g *Gateway) serveLocal(ctx context.Context, ln net.Listener, li *localInbo
 				continue
 			}
 			return
+		}
+		if li.slots != nil {
+			release, why := li.slots.Take(remoteAddrPort(c).Addr())
+			if release == nil {
+				c.Close()
+				logRefusal(g.log, &li.limitLog, li.slots, why, "inbounds["+li.tag+"].settings.limits.", c.RemoteAddr())
+				continue
+			}
+			c = connlimit.Wrap(c, release)
 		}
 		go func() {
 			c.SetDeadline(time.Now().Add(hsTimeout))

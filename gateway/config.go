@@ -88,8 +88,11 @@ type ServerConfig struct {
 	Limits LimitsConfig `json:"limits"`
 }
 
-// LimitsConfig bounds the front door's connections; 0 means unlimited.
-// A connection past a limit is closed right after accept, before TLS.
+// LimitsConfig bounds a listener's connections; 0 means unlimited. A
+// connection past a limit is closed right after accept, before TLS (on
+// QUIC: refused at its first packet). server.limits applies to the front
+// door's TCP listener and, counted apart, its HTTP/3 listener; a local
+// proxy's settings.limits to that listener.
 type LimitsConfig struct {
 	MaxConnections      int `json:"maxConnections"`      // open at once on the listener
 	MaxConnectionsPerIP int `json:"maxConnectionsPerIP"` // open at once from one client IP
@@ -495,12 +498,16 @@ func (s *ServerConfig) check() error {
 	if s.Decoy.Dir != "" && s.Decoy.Upstream != "" {
 		return fmt.Errorf("server.decoy: set dir or upstream, not both")
 	}
-	for _, l := range []struct {
+	return s.Limits.check("server.limits")
+}
+
+func (l LimitsConfig) check(path string) error {
+	for _, f := range []struct {
 		name string
 		n    int
-	}{{"maxConnections", s.Limits.MaxConnections}, {"maxConnectionsPerIP", s.Limits.MaxConnectionsPerIP}} {
-		if l.n < 0 {
-			return fmt.Errorf("server.limits.%s: %d is negative; want 0 (unlimited) or a positive number", l.name, l.n)
+	}{{"maxConnections", l.MaxConnections}, {"maxConnectionsPerIP", l.MaxConnectionsPerIP}} {
+		if f.n < 0 {
+			return fmt.Errorf("%s.%s: %d is negative; want 0 (unlimited) or a positive number", path, f.name, f.n)
 		}
 	}
 	return nil

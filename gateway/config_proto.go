@@ -109,6 +109,9 @@ type AnyTLSOutbound struct {
 // LocalProxyInbound is inbounds[].settings for mixed, socks and http.
 type LocalProxyInbound struct {
 	Accounts []Account `json:"accounts"` // none = no authentication
+	// Limits bound the connections the listener holds at once, as
+	// server.limits does for the front door.
+	Limits LimitsConfig `json:"limits"`
 }
 
 // Account is a user name and password for a local proxy.
@@ -277,6 +280,9 @@ func checkInboundSettings(in *InboundConfig, path string) error {
 			if a.User == "" {
 				return fmt.Errorf("%s.accounts[%d].user: required", sp, i)
 			}
+		}
+		if err := s.Limits.check(sp + ".limits"); err != nil {
+			return err
 		}
 		in.settings = &s
 	}

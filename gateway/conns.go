@@ -3,7 +3,6 @@ package gateway
 import (
 	"crypto/tls"
 	"net"
-	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -189,66 +188,3 @@ func (l *chanListener) Close() error {
 }
 
 func (l *chanListener) Addr() net.Addr { return l.addr }
-
-// connSlots counts the connections a listener has open, overall and per
-// client IP, against their limits (0: unlimited). The front door takes a
-// slot at accept and gives it back when the connection is closed, whoever
-// holds it by then (the handshake, the site, a tunnel).
-type connSlots struct {
-	max, perIP int
-
-	mu   sync.Mutex
-	n    int
-	byIP map[netip.Addr]int
-}
-
-func newConnSlots(max, perIP int) *connSlots {
-	return &connSlots{max: max, perIP: perIP, byIP: map[netip.Addr]int{}}
-}
-
-// take reserves a slot for a connection from ip. It returns the function
-// that gives the slot back (idempotent), or nil and which limit refused.
-func (s *connSlots) take(ip netip.Addr) (release func(), perIP bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.max > 0 && s.n >= s.max {
-		return nil, false
-	}
-	if s.perIP > 0 && s.byIP[ip] >= s.perIP {
-		return nil, true
-	}
-	s.n++
-	s.byIP[ip]++
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			s.n--
-			if s.byIP[ip]--; s.byIP[ip] <= 0 {
-				delete(s.byIP, ip)
-			}
-		})
-	}, false
-}
-
-// open is the number of slots taken.
-func (s *connSlots) open() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.n
-}
-
-// slotConn gives its connection's slot back when it is closed.
-type slotConn struct {
-	net.Conn
-	release func()
-}
-
-func (c *slotConn) Close() error {
-	c.release()
-	return c.Conn.Close()
-}
-
-// CloseWrite passes a half-close on (plain TCP, without TLS).
-func (c *slotConn) CloseWrite() error { return closeWriteErr(c.Conn) }

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/portico-gw/portico/internal/connlimit"
 	"github.com/portico-gw/portico/protocols"
 	"github.com/portico-gw/portico/protocols/tunnel"
 )
@@ -59,10 +60,10 @@ type FrontDoor struct {
 	httpSrv  *http.Server
 	table    atomic.Pointer[protocolTable] // Protocols, swapped by SetProtocols
 	failures *handshakeFailures            // counted for metrics; nil: not counted
-	slots    *connSlots                    // nil: no connection limit
+	slots    *connlimit.Slots              // nil: no connection limit
 
-	refusedMax, refusedPerIP, timeouts atomic.Int64
-	limitLog, timeoutLog               rateLog
+	timeouts             atomic.Int64
+	limitLog, timeoutLog rateLog
 
 	mu       sync.Mutex
 	ln       net.Listener
@@ -115,9 +116,7 @@ func (f *FrontDoor) init(addr net.Addr) {
 		if f.table.Load() == nil {
 			f.table.Store(newProtocolTable(f.Protocols))
 		}
-		if f.MaxConnections > 0 || f.MaxConnectionsPerIP > 0 {
-			f.slots = newConnSlots(f.MaxConnections, f.MaxConnectionsPerIP)
-		}
+		f.slots = connlimit.New(f.MaxConnections, f.MaxConnectionsPerIP)
 		f.httpLn = newChanListener(addr)
 		f.httpSrv = NewSiteServer(f.HTTP, f.Log, f.HandshakeTimeout, f.IdleTimeout)
 		f.httpDone = make(chan struct{})
@@ -186,13 +185,13 @@ func (f *FrontDoor) Serve(ln net.Listener) error {
 		}
 		backoff = 0
 		if f.slots != nil {
-			release, perIP := f.slots.take(remoteAddrPort(c).Addr())
+			release, why := f.slots.Take(remoteAddrPort(c).Addr())
 			if release == nil {
 				c.Close()
-				f.refuse(c, perIP)
+				logRefusal(f.Log, &f.limitLog, f.slots, why, "server.limits.", c.RemoteAddr())
 				continue
 			}
-			c = &slotConn{Conn: c, release: release}
+			c = connlimit.Wrap(c, release)
 		}
 		f.mu.Lock()
 		if f.closing {
@@ -209,18 +208,12 @@ func (f *FrontDoor) Serve(ln net.Listener) error {
 	}
 }
 
-// refuse counts and logs (at most once per interval) a connection closed at
-// accept because a connection limit was reached.
-func (f *FrontDoor) refuse(c net.Conn, perIP bool) {
-	limit, max := "maxConnections", f.MaxConnections
-	if perIP {
-		f.refusedPerIP.Add(1)
-		limit, max = "maxConnectionsPerIP", f.MaxConnectionsPerIP
-	} else {
-		f.refusedMax.Add(1)
-	}
-	f.limitLog.log(f.Log, slog.LevelWarn, limitLogInterval, "connection limit reached; closing new connections",
-		"limit", "server.limits."+limit, "max", max, "source", c.RemoteAddr().String())
+// logRefusal logs (at most once per interval) a connection closed at
+// accept because a connection limit was reached; slots counted it.
+func logRefusal(l *slog.Logger, rl *rateLog, slots *connlimit.Slots, why connlimit.Refusal, field string, source net.Addr, args ...any) {
+	name, max := slots.Limit(why)
+	rl.log(l, slog.LevelWarn, limitLogInterval, "connection limit reached; closing new connections",
+		append([]any{"limit", field + name, "max", max, "source", source.String()}, args...)...)
 }
 
 // handshakeTimedOut counts and logs (at most once per interval) a
@@ -242,11 +235,8 @@ type LimitStats struct {
 
 // LimitStats returns the counters of the front door's limits.
 func (f *FrontDoor) LimitStats() LimitStats {
-	st := LimitStats{RefusedMax: f.refusedMax.Load(), RefusedPerIP: f.refusedPerIP.Load(), HandshakeTimeouts: f.timeouts.Load()}
-	if f.slots != nil {
-		st.Open = f.slots.open()
-	}
-	return st
+	sl := f.slots.Stats()
+	return LimitStats{Open: sl.Open, RefusedMax: sl.RefusedMax, RefusedPerIP: sl.RefusedPerIP, HandshakeTimeouts: f.timeouts.Load()}
 }
 
 // Shutdown stops accepting, lets the HTTP server finish its requests, and

@@ -33,7 +33,7 @@ const (
 	// headerSlack is what the read-ahead buffer may hold beyond the header.
 	headerSlack = 4096
 	// idleTimeout is how long a client may take to send the headers of a
-	// request, the first one included.
+	// request, the first one included, unless Server.HeaderTimeout says.
 	idleTimeout = 2 * time.Minute
 	// maxDiscard is the most request body read and dropped to keep a
 	// connection alive after refusing a request.
@@ -63,6 +63,10 @@ type Server struct {
 	// Log receives a debug record per request and a warning per failed
 	// authentication; nil means no logging.
 	Log *slog.Logger
+	// HeaderTimeout is how long a client may take to send a request's
+	// headers, the first one included, and how long a kept-alive
+	// connection may wait between requests; zero means 2 minutes.
+	HeaderTimeout time.Duration
 }
 
 var _ tunnel.Server = (*Server)(nil)
@@ -170,7 +174,11 @@ func (c *clientConn) serve(stopCancel func() bool) (handedOff, notProto bool, er
 // readRequest reads one request's headers within the size and time limits.
 // A clean end of the connection before a request is io.EOF.
 func (c *clientConn) readRequest(first bool) (*http.Request, error) {
-	_ = c.conn.SetReadDeadline(time.Now().Add(idleTimeout))
+	wait := c.srv.HeaderTimeout
+	if wait <= 0 {
+		wait = idleTimeout
+	}
+	_ = c.conn.SetReadDeadline(time.Now().Add(wait))
 	defer func() { _ = c.conn.SetReadDeadline(time.Time{}) }()
 	c.lr.n, c.lr.hit = maxHeaderBytes+headerSlack, false
 	if first {

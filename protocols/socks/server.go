@@ -17,7 +17,8 @@ import (
 	"github.com/portico-gw/portico/protocols/tunnel"
 )
 
-// handshakeTimeout bounds the whole server handshake, greeting to request.
+// handshakeTimeout bounds the whole server handshake, greeting to request,
+// unless Server.HandshakeTimeout says.
 const handshakeTimeout = 30 * time.Second
 
 // aLongTimeAgo is a deadline in the past, to unblock I/O at once.
@@ -40,6 +41,9 @@ type Server struct {
 	// authentication and one per UDP association that sent fragments; nil
 	// means no logging.
 	Log *slog.Logger
+	// HandshakeTimeout bounds the handshake, greeting to request; zero
+	// means 30 seconds.
+	HandshakeTimeout time.Duration
 }
 
 var _ tunnel.Server = (*Server)(nil)
@@ -79,9 +83,14 @@ var _ tunnel.Server = (*Server)(nil)
 // wraps [protocols.ErrNotProtocol]: in that case, as the [tunnel.Server]
 // contract asks, nothing was written and conn is left open for the caller.
 // In every other case conn is closed when ServeConn returns. The handshake
-// must complete within 30 seconds; cancelling ctx aborts it.
+// must complete within HandshakeTimeout (30 seconds by default);
+// cancelling ctx aborts it.
 func (s *Server) ServeConn(ctx context.Context, conn net.Conn, h tunnel.Handler) error {
-	_ = conn.SetDeadline(time.Now().Add(handshakeTimeout))
+	wait := s.HandshakeTimeout
+	if wait <= 0 {
+		wait = handshakeTimeout
+	}
+	_ = conn.SetDeadline(time.Now().Add(wait))
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(aLongTimeAgo) })
 	req, cmd, replay, err := s.handshake(conn)
 	if stopped := stop(); ctx.Err() != nil && (err != nil || !stopped) && !errors.Is(err, protocols.ErrNotProtocol) {

@@ -24,6 +24,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/portico-gw/portico/internal/connlimit"
 	quicgo "github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 )
@@ -41,10 +42,29 @@ type Server struct {
 	Handler     http.Handler
 	Log         *slog.Logger
 	IdleTimeout time.Duration // HTTP/3 idle connections; zero = 2 min
+	// Limits, when not nil, bounds the QUIC connections open at once,
+	// overall and per client IP. A connection past a limit is refused at
+	// its first packet (CONNECTION_REFUSED) when that is already clear,
+	// else closed right after it is accepted.
+	Limits *connlimit.Slots
+	// Refused, when set, is told of every connection a limit refused.
+	Refused func(why connlimit.Refusal, source net.Addr)
+	// MaxStreams bounds the tunnels (request streams) open at once on one
+	// connection; zero = DefaultMaxStreams.
+	MaxStreams int
 
 	once sync.Once
 	h3   *http3.Server
 }
+
+// DefaultMaxStreams is how many tunnels one QUIC connection may hold open
+// at once unless the Server says otherwise. quic-go's own default (100) is
+// less than one browser-like client opens; the client waits for a free
+// stream rather than failing when it is reached.
+const DefaultMaxStreams = 1024
+
+// errRefused refuses a connection at its first packet.
+var errRefused = errors.New("quic: connection limit reached")
 
 func (s *Server) init() {
 	s.once.Do(func() {
@@ -52,21 +72,61 @@ func (s *Server) init() {
 		if idle == 0 {
 			idle = 2 * time.Minute
 		}
+		streams := s.MaxStreams
+		if streams <= 0 {
+			streams = DefaultMaxStreams
+		}
+		qc := &quicgo.Config{
+			Allow0RTT:          true,
+			MaxIdleTimeout:     idle,
+			KeepAlivePeriod:    0,
+			MaxIncomingStreams: int64(streams),
+		}
+		if s.Limits != nil {
+			// The callback's answer replaces the whole config (nil would
+			// mean quic-go's defaults), so it answers with this one.
+			perConn := qc.Clone()
+			// Refusing at the first packet costs no handshake; the slot
+			// itself is taken in ConnContext, once the conn exists to give
+			// it back when it ends.
+			qc.GetConfigForClient = func(info *quicgo.ClientInfo) (*quicgo.Config, error) {
+				if why := s.Limits.WouldRefuse(connlimit.AddrOf(info.RemoteAddr)); why != connlimit.Admitted {
+					s.Limits.CountRefusal(why)
+					s.refused(why, info.RemoteAddr)
+					return nil, errRefused
+				}
+				return perConn, nil
+			}
+		}
 		s.h3 = &http3.Server{
-			TLSConfig: http3.ConfigureTLSConfig(s.TLS),
-			Handler:   s.Handler,
-			QUICConfig: &quicgo.Config{
-				Allow0RTT:       true,
-				MaxIdleTimeout:  idle,
-				KeepAlivePeriod: 0,
-			},
+			TLSConfig:   http3.ConfigureTLSConfig(s.TLS),
+			Handler:     s.Handler,
+			QUICConfig:  qc,
 			IdleTimeout: idle,
 			Logger:      s.Log,
 			ConnContext: func(ctx context.Context, c *quicgo.Conn) context.Context {
+				if s.Limits != nil {
+					release, why := s.Limits.Take(connlimit.AddrOf(c.RemoteAddr()))
+					if release == nil {
+						s.refused(why, c.RemoteAddr())
+						c.CloseWithError(quicgo.ApplicationErrorCode(http3.ErrCodeExcessiveLoad), "")
+					} else {
+						go func() {
+							<-c.Context().Done()
+							release()
+						}()
+					}
+				}
 				return context.WithValue(ctx, quicConnKey{}, c)
 			},
 		}
 	})
+}
+
+func (s *Server) refused(why connlimit.Refusal, source net.Addr) {
+	if s.Refused != nil {
+		s.Refused(why, source)
+	}
 }
 
 // quicConnKey carries a request's QUIC connection in its context, so that
