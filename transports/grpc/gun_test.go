@@ -6,10 +6,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+	"testing/iotest"
 
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -324,5 +327,59 @@ func BenchmarkDecode(b *testing.B) {
 		if segs, err = appendHunkData(segs[:0], msg); err != nil || len(segs) != 1 {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestClaimedLengthCostsNoMemory: a header claiming a message of the
+// limit (4 MiB) followed by a few bytes and the end of the stream costs
+// what arrived, not what was claimed; a claim past the limit is refused
+// before any read of the message. Before, the reader allocated the
+// claimed length at once (4 MiB per stream for 5 bytes sent).
+func TestClaimedLengthCostsNoMemory(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		claim uint32
+		want  error
+	}{
+		{"claim at the limit, 100 bytes sent", DefaultMaxMessageSize, errTruncated},
+		{"claim of 1 GiB", 1 << 30, errTooLarge},
+		{"claim of 4 GiB - 1", 1<<32 - 1, errTooLarge},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			stream := append([]byte{0}, byte(tc.claim>>24), byte(tc.claim>>16), byte(tc.claim>>8), byte(tc.claim))
+			stream = append(stream, bytes.Repeat([]byte{0x0a}, 100)...)
+			f := frameReader{r: bytes.NewReader(stream), limit: DefaultMaxMessageSize}
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			_, err := f.Read(make([]byte, 512))
+			runtime.ReadMemStats(&after)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("read: %v, want %v", err, tc.want)
+			}
+			if got := after.TotalAlloc - before.TotalAlloc; got > 2*largeMessageStep {
+				t.Fatalf("the reader allocated %d bytes for a %d-byte claim with 100 bytes sent; want at most %d", got, tc.claim, 2*largeMessageStep)
+			}
+		})
+	}
+}
+
+// TestLargeMessagesInPieces: messages longer than a pooled buffer, up to
+// the limit, arrive whole when the stream hands them out in small reads.
+func TestLargeMessagesInPieces(t *testing.T) {
+	var stream, want []byte
+	for i, size := range []int{maxChunk + 17, largeMessageStep, largeMessageStep + 1, 1 << 20, DefaultMaxMessageSize - maxHunkHeader} {
+		data := bytes.Repeat([]byte{byte(i), 0x5a, 0xa5}, size/3+1)[:size]
+		stream = appendHunk(stream, data)
+		want = append(want, data...)
+	}
+	f := frameReader{r: iotest.HalfReader(bytes.NewReader(stream)), limit: DefaultMaxMessageSize}
+	got, err := io.ReadAll(&f)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("read %d bytes of %d (equal %v): %v", len(got), len(want), bytes.Equal(got, want), err)
+	}
+	// Cut inside a large message: truncated, not a clean end.
+	f = frameReader{r: bytes.NewReader(stream[:len(stream)-1]), limit: DefaultMaxMessageSize}
+	if _, err := io.ReadAll(&f); !errors.Is(err, errTruncated) || !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("cut stream: %v", err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 )
 
@@ -74,17 +75,48 @@ func (f *frameReader) next() error {
 	if l <= maxChunk+16 {
 		f.buf = readBufPool.Get().(*[]byte)
 		msg = (*f.buf)[:l]
+		_, err = io.ReadFull(f.r, msg)
 	} else {
-		msg = make([]byte, l)
+		msg, err = readLarge(f.r, l)
 	}
-	if _, err := io.ReadFull(f.r, msg); err != nil {
+	if err != nil {
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			return fmt.Errorf("%w (in a %d-byte message): %w", errTruncated, l, io.ErrUnexpectedEOF)
+			return fmt.Errorf("%w (in a %d-byte message, %d bytes read): %w", errTruncated, l, len(msg), io.ErrUnexpectedEOF)
 		}
 		return fmt.Errorf("grpc: reading a %d-byte message: %w", l, err)
 	}
 	f.segs, err = appendHunkData(f.segs[:0], msg)
 	return err
+}
+
+// largeMessageStep is the first buffer of a message longer than a pooled
+// buffer. The buffer then doubles as the message's bytes arrive, never
+// past its length: what a message costs follows what the peer has sent,
+// not what its header claims. Allocating the claimed length at once let
+// 5 bytes claiming the limit (4 MiB) take 4 MiB, on each of an HTTP/2
+// connection's streams (1,000 on the gateway's site server): 4 GiB for
+// a few kilobytes sent.
+const largeMessageStep = 64 << 10
+
+// readLarge reads a message of l bytes from r, growing its buffer as the
+// bytes come. It returns what it read, with io.EOF when r ended before any
+// byte of the message, io.ErrUnexpectedEOF when it ended after some.
+func readLarge(r io.Reader, l int) ([]byte, error) {
+	msg := make([]byte, 0, min(l, largeMessageStep))
+	for len(msg) < l {
+		if len(msg) == cap(msg) {
+			msg = slices.Grow(msg, min(l-len(msg), len(msg)))
+		}
+		n, err := io.ReadFull(r, msg[len(msg):min(l, cap(msg))])
+		msg = msg[:len(msg)+n]
+		if err != nil {
+			if err == io.EOF && len(msg) > 0 {
+				err = io.ErrUnexpectedEOF
+			}
+			return msg, err
+		}
+	}
+	return msg, nil
 }
 
 func (f *frameReader) release() {

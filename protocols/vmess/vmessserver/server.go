@@ -364,6 +364,18 @@ func (s *Server) warnFixable(id ident, err error, now int64, remote string) {
 // tunnel's read buffer and grows if a chunk needs it.
 const headerBufSize = 16 << 10
 
+// Every header fits the buffer: these fail to compile otherwise.
+var (
+	_ [headerBufSize - vmess.MaxAEADHeaderLen]byte
+	_ [headerBufSize - vmess.MaxLegacyHeaderLen]byte
+)
+
+// errHeaderTooLong: the buffer is full and the codec still wants more. The
+// codec bounds every header below headerBufSize, so this is a codec bug;
+// reading on would spin (a read into no room returns nothing) until the
+// deadline.
+var errHeaderTooLong = fmt.Errorf("%w: no whole header within the read buffer", vmess.ErrBadHeader)
+
 // ServeConn serves one carrier connection, following tunnel.Server's
 // contract:
 //
@@ -472,6 +484,9 @@ type handshake struct {
 func (s *Server) readHeader(conn net.Conn, buf []byte) (hs handshake, err error) {
 	n := 0
 	read := func() error {
+		if n == len(buf) {
+			return fmt.Errorf("%w (%d bytes)", errHeaderTooLong, n)
+		}
 		m, err := conn.Read(buf[n:])
 		n += m
 		if err != nil && m > 0 {
