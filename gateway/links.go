@@ -158,3 +158,67 @@ func ClientConfigFromLink(l links.Link, listen string) (cfg *Config, warn string
 	}
 	return cfg, warn, nil
 }
+
+// Edge is an edge worker (wasm/edge, Cloudflare Workers) in front of a
+// gateway's WebSocket inbounds: what its clients dial instead.
+type Edge struct {
+	Host      string // the worker's name: what clients dial, their SNI and Host header
+	Port      uint16 // 0 = 443
+	Path      string // the worker's WS_PATH; "" = each inbound's own path (what origin mode forwards)
+	EarlyData int    // bytes of early data (?ed=N in the path, Xray's convention); 0 = none
+}
+
+// MaxEdgeEarlyData is the largest ?ed= of an edge link: Xray's maximum,
+// and what transports/ws and the worker accept.
+const MaxEdgeEarlyData = 8192
+
+// EdgeLinks returns ServerLinks for cfg's WebSocket tunnel inbounds,
+// rewritten to reach them through e: host, SNI and Host header e.Host, its
+// port, TLS verified by the certificate's chain (no pin), e's path with
+// ?ed=, and "-edge" after the name. skipped are the tags of the tunnel
+// inbounds that are not WebSocket, which an edge cannot carry.
+func EdgeLinks(cfg *Config, e Edge) (ls []links.Link, skipped []string, err error) {
+	if cfg.Server == nil {
+		return nil, nil, fmt.Errorf("links: the config has no server section")
+	}
+	if e.Host == "" || e.EarlyData < 0 || e.EarlyData > MaxEdgeEarlyData {
+		return nil, nil, fmt.Errorf("links: edge %q with early data %d", e.Host, e.EarlyData)
+	}
+	if e.Port == 0 {
+		e.Port = 443
+	}
+	for i, in := range cfg.Inbounds {
+		switch in.settings.(type) {
+		case *VLESSInbound, *VMessInbound, *AnyTLSInbound:
+		default:
+			continue // a local proxy, not a tunnel
+		}
+		if in.StreamSettings == nil || in.StreamSettings.Network != "ws" {
+			skipped = append(skipped, in.Tag)
+			continue
+		}
+		one := *cfg
+		one.Inbounds = cfg.Inbounds[i : i+1]
+		inLinks, err := ServerLinks(&one, e.Host, "")
+		if err != nil {
+			continue // no users
+		}
+		path := e.Path
+		if path == "" {
+			path = in.StreamSettings.WSSettings.Path
+		}
+		if e.EarlyData > 0 {
+			path += "?ed=" + strconv.Itoa(e.EarlyData)
+		}
+		for _, l := range inLinks {
+			l.Port, l.Path, l.HostHeader = e.Port, path, e.Host
+			l.Security, l.SNI, l.Pin, l.Insecure, l.ALPN = "tls", e.Host, "", false, nil
+			l.Name += "-edge"
+			ls = append(ls, l)
+		}
+	}
+	if len(ls) == 0 {
+		return nil, skipped, fmt.Errorf("links: the config has no WebSocket tunnel inbound with users, and an edge carries only WebSocket")
+	}
+	return ls, skipped, nil
+}

@@ -13,6 +13,8 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -285,12 +287,21 @@ func cmdLinks(args []string, stdout, stderr io.Writer) error {
 	cfgPath := fs.String("c", "", "server config file")
 	stateDir := fs.String("state", "", "state dir of the embedded default")
 	host := fs.String("host", "", "address clients dial (default: from the config)")
+	edgeAddr := fs.String("edge", "", "HOST[:PORT] of an edge worker (wasm/edge) in front of the gateway: print its links for the WebSocket inbounds (port default 443)")
+	edgePath := fs.String("edge-path", "", "with -edge: the worker's WS_PATH (default: each inbound's own path, what origin mode forwards)")
+	edgeED := fs.Int("edge-ed", 2048, "with -edge: early data bytes, ?ed=N in the path (0 = off, at most 8192)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	edge, err := edgeFlags(fs, *edgeAddr, *edgePath, *edgeED)
+	if err != nil {
+		return err
+	}
+	if edge != nil && *host != "" {
+		return fmt.Errorf("links: give -host or -edge, not both (an edge link's host is the edge)")
+	}
 	var (
 		cfg *gateway.Config
-		err error
 		pin string
 	)
 	switch {
@@ -321,14 +332,63 @@ func cmdLinks(args []string, stdout, stderr io.Writer) error {
 	default:
 		return fmt.Errorf("links: give -c FILE or -state DIR")
 	}
-	ls, err := gateway.ServerLinks(cfg, *host, pin)
-	if err != nil {
+	var ls []links.Link
+	if edge != nil {
+		var skipped []string
+		ls, skipped, err = gateway.EdgeLinks(cfg, *edge)
+		if err != nil {
+			return err
+		}
+		if len(skipped) > 0 {
+			fmt.Fprintf(stderr, "links: -edge carries only WebSocket; skipped %d inbounds: %s\n", len(skipped), strings.Join(skipped, ", "))
+		}
+	} else if ls, err = gateway.ServerLinks(cfg, *host, pin); err != nil {
 		return err
 	}
 	for _, l := range ls {
 		fmt.Fprintln(stdout, l)
 	}
 	return nil
+}
+
+// edgeFlags checks the -edge flags of `portico links`; nil without -edge.
+func edgeFlags(fs *flag.FlagSet, addr, path string, ed int) (*gateway.Edge, error) {
+	if addr == "" {
+		var set []string
+		fs.Visit(func(f *flag.Flag) {
+			if f.Name == "edge-path" || f.Name == "edge-ed" {
+				set = append(set, "-"+f.Name)
+			}
+		})
+		if len(set) > 0 {
+			return nil, fmt.Errorf("%s: only with -edge HOST[:PORT]", strings.Join(set, " and "))
+		}
+		return nil, nil
+	}
+	if strings.ContainsAny(addr, "/?#@ \t") {
+		return nil, fmt.Errorf("-edge %q: want HOST[:PORT] (a name or an IP address, not a URL)", addr)
+	}
+	e := &gateway.Edge{Host: addr, Port: 443, Path: path, EarlyData: ed}
+	if h, p, err := net.SplitHostPort(addr); err == nil {
+		n, err := strconv.ParseUint(p, 10, 16)
+		if err != nil || n == 0 {
+			return nil, fmt.Errorf("-edge %q: port %q is not 1-65535", addr, p)
+		}
+		e.Host, e.Port = h, uint16(n)
+	} else if ip, ok := strings.CutPrefix(addr, "["); ok && strings.HasSuffix(ip, "]") && net.ParseIP(ip[:len(ip)-1]) != nil {
+		e.Host = ip[:len(ip)-1] // [2001:db8::1] without a port
+	} else if strings.Count(addr, ":") == 1 || strings.HasPrefix(addr, "[") {
+		return nil, fmt.Errorf("-edge %q: want HOST[:PORT], as portico-edge.example.workers.dev:443 or [2001:db8::1]:443", addr)
+	}
+	switch {
+	case e.Host == "" || strings.ContainsAny(e.Host, "[]") || strings.Contains(e.Host, ":") && net.ParseIP(e.Host) == nil:
+		return nil, fmt.Errorf("-edge %q: want HOST[:PORT] (a name or an IP address)", addr)
+	case path != "" && (path[0] != '/' || strings.ContainsAny(path, "?# \t")):
+		return nil, fmt.Errorf("-edge-path %q: must start with / and have no query (early data is -edge-ed)", path)
+	case ed < 0 || ed > gateway.MaxEdgeEarlyData:
+		return nil, fmt.Errorf("-edge-ed %d: must be 0 (off) to %d bytes", ed, gateway.MaxEdgeEarlyData)
+	}
+	return e, nil
 }
 
 func cmdCheck(args []string, stdout, stderr io.Writer) error {

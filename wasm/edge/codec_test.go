@@ -27,8 +27,10 @@ func TestCodecStaysPureAndSmall(t *testing.T) {
 			t.Errorf("wasm/edge/codec imports %s", bad)
 		}
 	}
-	if !slices.Contains(deps, "github.com/portico-gw/portico/protocols/vless") {
-		t.Error("wasm/edge/codec does not use protocols/vless")
+	for _, want := range []string{"github.com/portico-gw/portico/protocols/vless", "github.com/portico-gw/portico/protocols/vmess"} {
+		if !slices.Contains(deps, want) {
+			t.Errorf("wasm/edge/codec does not use %s", want)
+		}
 	}
 	b, err := os.ReadFile(codecWasm(t))
 	if err != nil {

@@ -1,9 +1,13 @@
 // Portico's edge worker: a Workers-style module (Cloudflare Workers,
-// workerd) that accepts VLESS-over-WebSocket tunnels at the edge.
+// workerd) that accepts VLESS- and VMess-over-WebSocket tunnels at the edge.
 //
 // Environment (vars or secrets):
-//   UUIDS     comma-separated user UUIDs (direct mode)
-//   WS_PATH   the tunnel path, default "/"
+//   UUIDS     comma-separated user UUIDs (direct mode; VLESS, and VMess
+//             unless VMESS_UUIDS is set)
+//   WS_PATH   the VLESS tunnel path, default "/"
+//   VMESS_PATH direct mode: the VMess (AEAD, alterId 0) tunnel path; unset
+//             means no VMess. Must differ from WS_PATH.
+//   VMESS_UUIDS optional: VMess users instead of UUIDS
 //   MODE      "direct" (default): parse VLESS here and connect() to the target
 //             "origin": relay the WebSocket unchanged to ORIGIN
 //   ORIGIN    origin mode: the gateway's WebSocket URL (https://host/path or
@@ -15,7 +19,13 @@
 //
 // The VLESS header is parsed, and the response header built, by Portico's
 // Go codec (protocols/vless) compiled to WebAssembly (codec.wasm, see
-// codec/main.go); this file only moves bytes.
+// codec/main.go); VMess's header and chunk crypto likewise
+// (protocols/vmess, codec/vmess.go); this file only moves bytes.
+//
+// VLESS UDP (command 2) to port 53 is carried as DNS over TCP: VLESS v0's
+// UDP framing (2-byte big-endian length, datagram) is byte for byte the
+// DNS-over-TCP framing of RFC 7766 section 8, so the tunnel is relayed
+// unchanged to a TCP connection to the same host, port 53.
 import { connect } from "cloudflare:sockets";
 import codecModule from "./codec.wasm";
 import { Codec, hex } from "./codec.js";
@@ -39,9 +49,11 @@ export default {
       return selftest(request);
     }
     const isWS = (request.headers.get("Upgrade") || "").toLowerCase() === "websocket";
-    if (!isWS || url.pathname !== (env.WS_PATH || "/")) return decoy(request, env);
-    if ((env.MODE || "direct") === "origin") return toOrigin(request, env);
-    return direct(request, env);
+    if (!isWS) return decoy(request, env);
+    const origin = (env.MODE || "direct") === "origin";
+    if (url.pathname === (env.WS_PATH || "/")) return origin ? toOrigin(request, env) : direct(request, env, "vless");
+    if (!origin && env.VMESS_PATH && url.pathname === env.VMESS_PATH) return direct(request, env, "vmess");
+    return decoy(request, env);
   },
 };
 
@@ -96,10 +108,18 @@ function toBytes(data) {
   return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
 }
 
-async function direct(request, env) {
+// parseHeader asks the codec about the start of a tunnel: codec.parse for
+// VLESS, codec.vmessOpen (with the clock, for the AuthID's window) for
+// VMess. A VMess "ok" has opened a session and recorded the AuthID, so a
+// header is parsed once.
+function parseHeader(codec, kind, bytes) {
+  return kind === "vmess" ? codec.vmessOpen(bytes, Math.floor(Date.now() / 1000)) : codec.parse(bytes);
+}
+
+async function direct(request, env, kind) {
   const codec = await getCodec();
   try {
-    codec.setUsers(env.UUIDS || "");
+    codec.setUsers(env.UUIDS || "", env.VMESS_UUIDS || "");
   } catch (e) {
     console.log("edge: " + e.message);
     return decoy(request, env);
@@ -108,10 +128,12 @@ async function direct(request, env) {
   const early = earlyData(proto);
   let head = null;
   if (early) {
-    head = codec.parse(early);
+    head = parseHeader(codec, kind, early);
     // A tunnel whose header came with the upgrade is judged before the 101:
-    // a wrong UUID or a non-VLESS header gets the decoy, as any HTTP request.
+    // a wrong UUID or a bad header gets the decoy, as any HTTP request.
+    if (head.status === "bad") console.log("edge: refused " + kind + " tunnel: " + head.error);
     if (head.status === "user" || head.status === "bad") return decoy(request, env);
+    if (head.status !== "ok") head = null;
   }
   const pair = new WebSocketPair();
   const [client, server] = Object.values(pair);
@@ -119,17 +141,21 @@ async function direct(request, env) {
   // With recent compatibility dates (flag websocket_standard_binary_type)
   // binary messages default to Blob, as in browsers; ask for ArrayBuffers.
   server.binaryType = "arraybuffer";
-  new Session(server, codec, early || new Uint8Array(0)).start();
+  new Session(server, codec, kind, early || new Uint8Array(0), head).start();
   const headers = early ? { "Sec-WebSocket-Protocol": proto } : {};
   return new Response(null, { status: 101, webSocket: client, headers });
 }
 
-// Session is one tunnel: WebSocket <-> VLESS <-> TCP.
+// Session is one tunnel: WebSocket <-> VLESS or VMess <-> TCP.
 class Session {
-  constructor(ws, codec, pending) {
+  constructor(ws, codec, kind, pending, head) {
     this.ws = ws;
     this.codec = codec;
+    this.kind = kind; // "vless" or "vmess"
+    this.head = head; // the header's parse result when early data held it
+    this.vm = null; // VMess: the codec's session (chunk opener and sealer)
     this.pending = pending; // bytes before the header is whole, then the unwritten payload
+    this.targetEnded = false; // the target's write side is closed (or closing)
     this.socket = null;
     this.writer = null;
     this.queued = 0; // client->target bytes accepted from the WebSocket, not yet written
@@ -151,25 +177,51 @@ class Session {
       this.tryHeader();
       return;
     }
-    this.toTarget(b);
+    this.fromClient(b);
+  }
+
+  // fromClient passes the client's bytes on: as they are for VLESS, through
+  // the codec's chunk opener for VMess (an end chunk ends the target's
+  // write side; a chunk that fails authentication closes the tunnel).
+  fromClient(b) {
+    if (!this.vm) {
+      this.toTarget(b);
+      return;
+    }
+    let r;
+    try {
+      r = this.vm.open(b);
+    } catch (e) {
+      console.log("edge: vmess: " + e.message);
+      this.abort();
+      return;
+    }
+    if (r.payload.length > 0) this.toTarget(r.payload);
+    if (r.eof) this.endTarget();
   }
 
   tryHeader() {
     if (this.socket) return;
-    const r = this.codec.parse(this.pending);
+    const r = this.head || parseHeader(this.codec, this.kind, this.pending);
+    this.head = null;
     if (r.status === "more") {
       if (this.pending.length > MAX_HEADER_WAIT) this.abort();
       return;
     }
     if (r.status !== "ok") {
       // After the 101 there is no decoy to give: close without a byte.
-      console.log("edge: refused tunnel: " + (r.error || "unknown user"));
+      console.log("edge: refused " + this.kind + " tunnel: " + (r.error || "unknown user"));
       this.abort();
       return;
     }
-    if (r.command !== 1 || r.flow !== "") {
-      // As vlessserver: no UDP or Mux here (no UDP at the edge), no flow.
-      console.log("edge: refused tunnel: command " + r.command + (r.flow ? ", flow " + r.flow : "") + " (only plain TCP at the edge)");
+    if (this.kind === "vmess") this.vm = r.session;
+    // TCP (command 1) only, without a flow, as vlessserver; and VLESS UDP to
+    // port 53 as DNS over TCP (same framing). No other UDP at the edge, no
+    // Mux; no VMess UDP.
+    const dns = this.kind === "vless" && r.command === 2 && r.port === 53;
+    if ((r.command !== 1 && !dns) || (r.flow || "") !== "") {
+      console.log("edge: refused " + this.kind + " tunnel: command " + r.command + " to port " + r.port +
+        (r.flow ? ", flow " + r.flow : "") + " (only plain TCP, and UDP to port 53 as DNS over TCP, at the edge)");
       this.abort();
       return;
     }
@@ -185,8 +237,8 @@ class Session {
     }
     this.writer = this.socket.writable.getWriter();
     this.socket.closed.catch(() => {});
-    if (payload.length > 0) this.toTarget(payload.slice());
-    this.fromTarget(this.codec.response());
+    if (payload.length > 0) this.fromClient(payload.slice());
+    this.fromTarget(this.vm ? null : this.codec.response());
   }
 
   // toTarget writes in order; the WebSocket API has no way to stop
@@ -217,19 +269,24 @@ class Session {
         }
         const { value, done } = await reader.read();
         if (done || this.closed) break;
-        if (first) {
+        if (this.vm) {
+          for (const m of this.vm.seal(value)) this.ws.send(m);
+        } else if (first) {
           this.ws.send(concat(first, value));
           first = null;
         } else {
           this.ws.send(value);
         }
       }
+      if (this.vm && !this.closed) this.ws.send(this.vm.sealEnd()); // the header too, if no byte went
       if (first && !this.closed) this.ws.send(first); // target closed before writing: header alone
       if (!this.closed) {
         this.closed = true;
         this.ws.close(1000, "");
       }
+      this.freeCodecSession();
     } catch (e) {
+      if (!this.closed) console.log("edge: " + this.kind + " relay: " + e.message);
       this.abort();
     }
   }
@@ -241,10 +298,22 @@ class Session {
       this.abort();
       return;
     }
+    this.endTarget();
+  }
+
+  // endTarget closes the target's write side after the queued writes.
+  endTarget() {
+    if (this.targetEnded) return;
+    this.targetEnded = true;
     this.writing = this.writing.then(() => this.writer.close()).catch(() => {});
   }
 
+  freeCodecSession() {
+    if (this.vm) this.vm.close();
+  }
+
   abort() {
+    this.freeCodecSession();
     if (this.closed) return;
     this.closed = true;
     try { this.ws.close(1011, ""); } catch {}
@@ -309,6 +378,11 @@ async function selftest(request) {
         break;
       }
     }
+  }
+  // A garbage collection inside the Worker (the runtime sleeps through
+  // poll_oneoff while it collects; codec.js does that in virtual time).
+  for (let i = 0; i < 3; i++) {
+    try { codec.x.edge_gc(); } catch (e) { failed.push({ name: "gc", error: String(e) }); break; }
   }
   const resp = hex(codec.response());
   if (body.response !== undefined && resp !== body.response) failed.push({ name: "response", want: body.response, got: resp });

@@ -1,8 +1,9 @@
 //go:build wasip1
 
 // Command codec is the WebAssembly reactor the edge worker (wasm/edge)
-// loads: Portico's VLESS v0 codec (protocols/vless) behind a few
-// //go:wasmexport functions, built with
+// loads: Portico's VLESS v0 codec (protocols/vless) and VMess AEAD codec
+// (protocols/vmess, see vmess.go) behind a few //go:wasmexport functions,
+// built with
 //
 //	GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -trimpath -ldflags="-s -w" -o wasm/edge/codec.wasm ./wasm/edge/codec
 //
@@ -10,10 +11,12 @@
 // buffers in linear memory: In (edge_in returns its address, InSize bytes)
 // carries arguments, Out (edge_out, OutSize bytes) carries results. Every
 // call is synchronous and allocation-light; nothing is retained between
-// calls but the user list.
+// calls but the user list and, for VMess, the open sessions and the
+// replay filter (vmess.go).
 //
-//	edge_users(n)     In[:n] is a comma-separated UUID list; returns the
-//	                  number of users, or -2 with the error in Out
+//	edge_users(n)     In[:n] is a comma-separated UUID list (for VLESS and,
+//	                  unless edge_vmess_users overrides it, VMess); returns
+//	                  the number of users, or -2 with the error in Out
 //	edge_parse(n)     In[:n] starts a VLESS v0 request; returns the header
 //	                  length (> 0, result in Out), 0 when more bytes are
 //	                  needed, -1 for a well-formed version 0 prefix whose
@@ -70,6 +73,7 @@ func edgeUsers(n uint32) int32 {
 		return fail(err)
 	}
 	users = m
+	setVMessUsers(m) // the same users for VMess, unless edge_vmess_users follows
 	return int32(len(m))
 }
 
