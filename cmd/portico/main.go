@@ -2,7 +2,7 @@
 //
 //	portico run [-c FILE] [-state DIR] [-listen HOST:PORT]   the gateway (no -c: the embedded default)
 //	portico client [-listen HOST:PORT] (-c FILE | LINK)      a local SOCKS5/HTTP proxy through a tunnel
-//	portico links (-c FILE | -state DIR)                     share links, one per line
+//	portico links (-c FILE | -state DIR) [-edge HOST[:PORT]]  share links, one per line (-edge: through an edge worker)
 //	portico check -c FILE                                    validate a config and show what it serves
 //	portico playground [-listen HOST:PORT] [-wasm DIR]       the WebAssembly playground page
 //	portico user (list|add|del) [-inbound TAG] [-email E] …  users, through the admin API
@@ -83,7 +83,7 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `Usage:
   portico run [-c FILE] [-state DIR] [-listen HOST:PORT]   run the gateway (no -c: the embedded default)
   portico client [-listen HOST:PORT] (-c FILE | LINK)      local SOCKS5/HTTP proxy through a tunnel
-  portico links (-c FILE | -state DIR)                     print share links, one per line
+  portico links (-c FILE | -state DIR) [-edge HOST[:PORT]]  print share links, one per line (-edge: through an edge worker)
   portico check -c FILE                                    validate a config and show what it would serve
   portico user list [-inbound TAG] [-json]                 list users (admin API)
   portico user add -inbound TAG -email E [-id UUID | -password P] [-alter-id N] [-level N] [-quota 10GB] [-expiry 30d]
