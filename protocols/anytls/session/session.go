@@ -453,6 +453,12 @@ func (s *Session) OpenStream(ctx context.Context, target protocols.Addr) (*Strea
 	st := newStream(s, s.nextID)
 	s.streams[st.id] = st
 	s.live++
+	// The watchdog is armed before cmdSYN goes out: armed after, a server
+	// quick enough answers before it exists, and handleSYNACK, finding no
+	// timer to stop, leaves it to close a healthy session 3 s later.
+	if st.id >= 2 && s.peerVersion.Load() >= 2 && s.synAckTimeout > 0 {
+		s.synTimers[st.id] = time.AfterFunc(s.synAckTimeout, func() { s.closeWith(ErrSynAckTimeout) })
+	}
 	s.mu.Unlock()
 
 	b := s.takeControl(s.wbuf[:0])
@@ -463,15 +469,14 @@ func (s *Session) OpenStream(ctx context.Context, target protocols.Addr) (*Strea
 	err := s.sendLocked(b)
 	s.unlockWrite()
 	if err != nil {
-		st.Close()
-		return nil, err
-	}
-	if st.id >= 2 && s.peerVersion.Load() >= 2 && s.synAckTimeout > 0 {
 		s.mu.Lock()
-		if !s.IsClosed() {
-			s.synTimers[st.id] = time.AfterFunc(s.synAckTimeout, func() { s.closeWith(ErrSynAckTimeout) })
+		if t := s.synTimers[st.id]; t != nil {
+			t.Stop()
+			delete(s.synTimers, st.id)
 		}
 		s.mu.Unlock()
+		st.Close()
+		return nil, err
 	}
 	return st, nil
 }
