@@ -36,8 +36,8 @@ import (
 // all on loopback, without TLS (the gateway runs tls.source "none", so
 // neither side pays for TLS), with the same ?ed=2048 link form. For each
 // path it moves the bulk (256 MiB, $PORTICO_EDGE_BENCH_MIB) up (client to
-// a sink, with a 32 MiB window: see upWindow) and down (from a source), on
-// 1 and on 4 parallel tunnels (the bulk split among them), three times, and reports the medians, the ratio
+// a sink, at full speed: no window) and down (from a source), on 1 and on
+// 4 parallel tunnels (the bulk split among them), three times, and reports the medians, the ratio
 // edge/native and origin/native, and the workerd process's CPU time
 // (utime+stime from /proc/PID/stat) per MiB. Then it opens 200 short
 // tunnels one after another (a 1-byte echo each) through each workerd and
@@ -269,22 +269,10 @@ func benchClient(tb testing.TB, l links.Link) string {
 	return g.LocalAddrs()[0].String()
 }
 
-// Upload flow control of the benchmark: the sink acknowledges every
-// ackEvery bytes and the client keeps at most upWindow unacknowledged. The
-// worker has no backpressure towards the client (docs/edge.md, direct mode
-// step 7): without a window, a client on loopback outruns the worker's
-// socket writes by its 64 MiB limit within ~200 MiB and the tunnel is
-// closed.
-const (
-	ackEvery = 4 << 20
-	upWindow = 32 << 20
-)
-
 // benchTarget is the loopback target of the tunnels. A tunnel's first
 // byte says what it wants: 'U' + 8-byte length: a sink that reads that many
-// bytes, answering 'A' after every ackEvery bytes but the last and 'K' at
-// the end; 'D' + length: a source that writes that many bytes; 'E': echo
-// one byte.
+// bytes and answers 'K' at the end; 'D' + length: a source that writes that
+// many bytes; 'E': echo one byte.
 func benchTarget(tb testing.TB) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -334,14 +322,8 @@ func benchTarget(tb testing.TB) string {
 				n := int64(binary.BigEndian.Uint64(op[1:]))
 				switch op[0] {
 				case 'U':
-					for n > 0 {
-						m := min(n, ackEvery)
-						if _, err := io.CopyN(io.Discard, c, m); err != nil {
-							return
-						}
-						if n -= m; m == ackEvery && n > 0 {
-							c.Write([]byte{'A'})
-						}
+					if _, err := io.CopyN(io.Discard, c, n); err != nil {
+						return
 					}
 					c.Write([]byte{'K'})
 					io.Copy(io.Discard, c) // until the client closes
@@ -401,36 +383,18 @@ func benchBulk(tb testing.TB, socks, target, dir string, streams int, size int64
 					}
 					return nil
 				}
-				tokens := make(chan struct{}, upWindow/ackEvery)
-				for range cap(tokens) {
-					tokens <- struct{}{}
-				}
-				done := make(chan error, 1)
-				go func() {
-					var ack [1]byte
-					for {
-						if _, err := io.ReadFull(c, ack[:]); err != nil {
-							done <- fmt.Errorf("up: no acknowledgement of %d bytes: %v", n, err)
-							return
-						}
-						if ack[0] == 'K' {
-							done <- nil
-							return
-						}
-						tokens <- struct{}{}
-					}
-				}()
 				for left := n; left > 0; {
-					if (n-left)%ackEvery == 0 {
-						<-tokens
-					}
 					m, err := c.Write(block[:min(int64(len(block)), left)])
 					if err != nil {
 						return fmt.Errorf("up: %d of %d bytes: %w", n-left, n, err)
 					}
 					left -= int64(m)
 				}
-				return <-done
+				var ack [1]byte
+				if _, err := io.ReadFull(c, ack[:]); err != nil || ack[0] != 'K' {
+					return fmt.Errorf("up: no acknowledgement of %d bytes: %q, %v", n, ack, err)
+				}
+				return nil
 			}()
 		}()
 	}

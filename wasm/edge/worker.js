@@ -33,6 +33,9 @@ import { Codec, hex } from "./codec.js";
 const MAX_EARLY_DATA = 8192; // as transports/ws's DefaultMaxEarlyData
 const MAX_HEADER_WAIT = 16 << 10; // bytes buffered while the header is incomplete
 const HIGH_WATER = 1 << 20; // bytes queued towards a side before we stop reading the other
+const MAX_QUEUED = 64 << 20; // client->target bytes queued before the tunnel is closed
+const WRITE_BATCH = 4 << 20; // client->target: queued messages joined into one socket write, up to this
+const READ_SIZE = 512 << 10; // target->client: the buffer of one socket read; a message is at most this (plus the VLESS response header or VMess chunk overhead)
 
 let codecPromise = null;
 function getCodec() {
@@ -102,6 +105,15 @@ function concat(a, b) {
   return c;
 }
 
+function joinAll(parts) {
+  let n = 0;
+  for (const p of parts) n += p.length;
+  const b = new Uint8Array(n);
+  let i = 0;
+  for (const p of parts) { b.set(p, i); i += p.length; }
+  return b;
+}
+
 function toBytes(data) {
   if (typeof data === "string") return new TextEncoder().encode(data);
   if (data instanceof ArrayBuffer) return new Uint8Array(data);
@@ -159,7 +171,9 @@ class Session {
     this.socket = null;
     this.writer = null;
     this.queued = 0; // client->target bytes accepted from the WebSocket, not yet written
-    this.writing = Promise.resolve();
+    this.outq = []; // their chunks, in order, from outHead on
+    this.outHead = 0;
+    this.pumping = false; // pump() is running
     this.closed = false;
   }
 
@@ -241,36 +255,86 @@ class Session {
     this.fromTarget(this.vm ? null : this.codec.response());
   }
 
-  // toTarget writes in order; the WebSocket API has no way to stop
-  // delivering messages, so the queue is bounded by closing the tunnel.
+  // toTarget queues the client's bytes for the target. The WebSocket API
+  // has no way to stop delivering messages, so the writes must keep up:
+  // pump() writes everything queued since its last write as one socket
+  // write (up to WRITE_BATCH). The queue is still bounded, by closing the
+  // tunnel.
   toTarget(b) {
     this.queued += b.length;
-    if (this.queued > 64 * HIGH_WATER) {
+    if (this.queued > MAX_QUEUED) {
       console.log("edge: client outran the target by " + this.queued + " bytes; closing");
       this.abort();
       return;
     }
-    this.writing = this.writing.then(() => this.writer.write(b)).then(
-      () => { this.queued -= b.length; },
-      () => this.abort(),
-    );
+    this.outq.push(b);
+    if (!this.pumping) this.pump();
   }
 
-  // fromTarget reads the target and sends each chunk as one binary message,
-  // the response header in front of the first (one message, as V2Ray
-  // writes it). It reads only while the WebSocket's send queue is short.
+  // pump writes the queue to the target, one write at a time, each write
+  // joining the chunks queued meanwhile; then, once the client has ended,
+  // closes the target's write side.
+  async pump() {
+    this.pumping = true;
+    try {
+      while (!this.closed) {
+        const q = this.outq;
+        if (this.outHead === q.length) {
+          this.outq = [];
+          this.outHead = 0;
+          if (this.targetEnded) await this.writer.close();
+          break;
+        }
+        let b = q[this.outHead];
+        q[this.outHead++] = null;
+        if (b.length < WRITE_BATCH && this.outHead < q.length) {
+          let n = b.length, k = this.outHead;
+          while (k < q.length && n + q[k].length <= WRITE_BATCH) n += q[k++].length;
+          if (k > this.outHead) {
+            const j = new Uint8Array(n);
+            j.set(b);
+            let o = b.length;
+            for (; this.outHead < k; this.outHead++) {
+              j.set(q[this.outHead], o);
+              o += q[this.outHead].length;
+              q[this.outHead] = null;
+            }
+            b = j;
+          }
+        }
+        if (this.outHead > 1024 && this.outHead * 2 > q.length) {
+          this.outq = q.slice(this.outHead);
+          this.outHead = 0;
+        }
+        await this.writer.write(b);
+        this.queued -= b.length;
+      }
+    } catch {
+      this.abort();
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  // fromTarget reads the target into buffers of READ_SIZE (a BYOB reader:
+  // a default reader gets at most 4 KiB per read) and sends each read as
+  // one binary message, the response header in front of the first (one
+  // message, as V2Ray writes it). It reads only while the WebSocket's send
+  // queue is short.
   async fromTarget(header) {
-    const reader = this.socket.readable.getReader();
+    const reader = this.socket.readable.getReader({ mode: "byob" });
     let first = header;
     try {
       for (;;) {
         while (this.ws.bufferedAmount > HIGH_WATER && !this.closed) {
-          await new Promise((r) => setTimeout(r, 5));
+          await new Promise((r) => setTimeout(r, 1));
         }
-        const { value, done } = await reader.read();
+        const { value, done } = await reader.read(new Uint8Array(READ_SIZE));
         if (done || this.closed) break;
+        if (value.length === 0) continue;
         if (this.vm) {
-          for (const m of this.vm.seal(value)) this.ws.send(m);
+          const m = this.vm.seal(value);
+          this.ws.send(m.length === 1 ? m[0] : joinAll(m));
         } else if (first) {
           this.ws.send(concat(first, value));
           first = null;
@@ -305,7 +369,7 @@ class Session {
   endTarget() {
     if (this.targetEnded) return;
     this.targetEnded = true;
-    this.writing = this.writing.then(() => this.writer.close()).catch(() => {});
+    if (!this.pumping) this.pump();
   }
 
   freeCodecSession() {
