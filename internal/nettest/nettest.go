@@ -9,22 +9,28 @@ import (
 	"testing"
 )
 
-// Echo starts a TCP echo server on 127.0.0.1 and returns its address. Each
-// connection is echoed until the client half-closes; the server then
-// half-closes too (so the client reads EOF after the last echoed byte) and
-// waits for the client to close. Cleanup closes everything and waits for
-// every goroutine, so leak checks stay clean.
-func Echo(t testing.TB) *net.TCPAddr {
+// Serve accepts connections on ln and runs handle on each in its own
+// goroutine, closing the connection when handle returns. Cleanup closes the
+// listener and every open connection and waits for every goroutine, so
+// leak checks stay clean. Track registers another connection (one a
+// handler dials, say) to be closed at cleanup; call its untrack when done.
+func Serve(t testing.TB, ln net.Listener, handle func(c net.Conn, track func(net.Conn) (untrack func()))) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var (
 		wg    sync.WaitGroup
 		mu    sync.Mutex
 		conns = map[net.Conn]bool{}
 	)
+	track := func(c net.Conn) func() {
+		mu.Lock()
+		conns[c] = true
+		mu.Unlock()
+		return func() {
+			mu.Lock()
+			delete(conns, c)
+			mu.Unlock()
+		}
+	}
 	t.Cleanup(func() {
 		ln.Close()
 		mu.Lock()
@@ -42,25 +48,41 @@ func Echo(t testing.TB) *net.TCPAddr {
 			if err != nil {
 				return
 			}
-			mu.Lock()
-			conns[c] = true
-			mu.Unlock()
+			untrack := track(c)
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				defer func() {
-					mu.Lock()
-					delete(conns, c)
-					mu.Unlock()
-					c.Close()
-				}()
-				io.Copy(c, c)
-				if cw, ok := c.(interface{ CloseWrite() error }); ok {
-					cw.CloseWrite()
-					io.Copy(io.Discard, c)
-				}
+				defer func() { untrack(); c.Close() }()
+				handle(c, track)
 			}()
 		}
 	}()
+}
+
+// Listen listens on a free 127.0.0.1 TCP port.
+func Listen(t testing.TB) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
+
+// Echo starts a TCP echo server on 127.0.0.1 and returns its address. Each
+// connection is echoed until the client half-closes; the server then
+// half-closes too (so the client reads EOF after the last echoed byte) and
+// waits for the client to close. Cleanup closes everything and waits for
+// every goroutine, so leak checks stay clean.
+func Echo(t testing.TB) *net.TCPAddr {
+	t.Helper()
+	ln := Listen(t)
+	Serve(t, ln, func(c net.Conn, _ func(net.Conn) func()) {
+		io.Copy(c, c)
+		if cw, ok := c.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+			io.Copy(io.Discard, c)
+		}
+	})
 	return ln.Addr().(*net.TCPAddr)
 }

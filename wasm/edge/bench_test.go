@@ -16,13 +16,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/net/proxy"
 
 	"github.com/portico-gw/portico/gateway"
+	"github.com/portico-gw/portico/internal/nettest"
 	"github.com/portico-gw/portico/protocols/links"
 )
 
@@ -274,72 +274,41 @@ func benchClient(tb testing.TB, l links.Link) string {
 // bytes and answers 'K' at the end; 'D' + length: a source that writes that
 // many bytes; 'E': echo one byte.
 func benchTarget(tb testing.TB) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	conns := map[net.Conn]bool{}
-	tb.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
+	ln := nettest.Listen(tb)
 	block := make([]byte, 64<<10)
 	rand.Read(block)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
+	nettest.Serve(tb, ln, func(c net.Conn, _ func(net.Conn) func()) {
+		c.SetDeadline(time.Now().Add(2 * time.Minute))
+		var op [9]byte
+		if _, err := io.ReadFull(c, op[:1]); err != nil {
+			return
+		}
+		if op[0] == 'E' {
+			c.Write(op[:1])
+			return
+		}
+		if _, err := io.ReadFull(c, op[1:]); err != nil {
+			return
+		}
+		n := int64(binary.BigEndian.Uint64(op[1:]))
+		switch op[0] {
+		case 'U':
+			if _, err := io.CopyN(io.Discard, c, n); err != nil {
 				return
 			}
-			mu.Lock()
-			conns[c] = true
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer func() { mu.Lock(); delete(conns, c); mu.Unlock(); c.Close() }()
-				c.SetDeadline(time.Now().Add(2 * time.Minute))
-				var op [9]byte
-				if _, err := io.ReadFull(c, op[:1]); err != nil {
+			c.Write([]byte{'K'})
+			io.Copy(io.Discard, c) // until the client closes
+		case 'D':
+			for n > 0 {
+				m, err := c.Write(block[:min(int64(len(block)), n)])
+				if err != nil {
 					return
 				}
-				if op[0] == 'E' {
-					c.Write(op[:1])
-					return
-				}
-				if _, err := io.ReadFull(c, op[1:]); err != nil {
-					return
-				}
-				n := int64(binary.BigEndian.Uint64(op[1:]))
-				switch op[0] {
-				case 'U':
-					if _, err := io.CopyN(io.Discard, c, n); err != nil {
-						return
-					}
-					c.Write([]byte{'K'})
-					io.Copy(io.Discard, c) // until the client closes
-				case 'D':
-					for n > 0 {
-						m, err := c.Write(block[:min(int64(len(block)), n)])
-						if err != nil {
-							return
-						}
-						n -= int64(m)
-					}
-					io.Copy(io.Discard, c)
-				}
-			}()
+				n -= int64(m)
+			}
+			io.Copy(io.Discard, c)
 		}
-	}()
+	})
 	return ln.Addr().String()
 }
 

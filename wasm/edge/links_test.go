@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -54,58 +53,21 @@ func tlsFront(t *testing.T, backend string) *front {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		conns = map[net.Conn]bool{}
-	)
-	track := func(c net.Conn, add bool) {
-		mu.Lock()
-		defer mu.Unlock()
-		if add {
-			conns[c] = true
-		} else {
-			delete(conns, c)
+	nettest.Serve(t, ln, func(c net.Conn, track func(net.Conn) func()) {
+		f.accepted.Add(1)
+		b, err := net.DialTimeout("tcp", backend, 5*time.Second)
+		if err != nil {
+			return
 		}
-	}
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
+		untrack := track(b)
+		defer func() { untrack(); b.Close() }()
+		done := make(chan struct{})
+		go func() { io.Copy(b, c); b.(*net.TCPConn).CloseWrite(); close(done) }()
+		io.Copy(c, b)
+		c.Close()
+		b.Close()
+		<-done
 	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			f.accepted.Add(1)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				track(c, true)
-				defer func() { track(c, false); c.Close() }()
-				b, err := net.DialTimeout("tcp", backend, 5*time.Second)
-				if err != nil {
-					return
-				}
-				track(b, true)
-				defer func() { track(b, false); b.Close() }()
-				done := make(chan struct{})
-				go func() { io.Copy(b, c); b.(*net.TCPConn).CloseWrite(); close(done) }()
-				io.Copy(c, b)
-				c.Close()
-				b.Close()
-				<-done
-			}()
-		}
-	}()
 	if f.Cert, err = x509.ParseCertificate(cert.TLS.Certificate[0]); err != nil {
 		t.Fatal(err)
 	}
