@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"runtime"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -66,9 +65,6 @@ type metrics struct {
 	perUser bool
 
 	tunnelsActive, tunnelsTotal, bytes, failures, fallbacks, udp, certExpiry, build, userBytes, userActive *prometheus.Desc
-
-	certMu    sync.Mutex
-	certCache map[string]time.Time // name -> NotAfter, by leaf
 }
 
 // NewMetricsRegistry returns a registry holding the gateway's metrics (and
@@ -84,7 +80,7 @@ func (g *Gateway) newMetrics(version string, perUser bool) *metrics {
 	d := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc(name, help, labels, nil)
 	}
-	return &metrics{g: g, version: version, perUser: perUser, certCache: map[string]time.Time{},
+	return &metrics{g: g, version: version, perUser: perUser,
 		tunnelsActive: d("portico_tunnels_active", "Tunnels open now.", "protocol", "transport"),
 		tunnelsTotal:  d("portico_tunnels_total", "Tunnels opened.", "protocol", "transport"),
 		bytes:         d("portico_bytes_total", "Tunnel payload bytes; up is client to target.", "direction"),

@@ -479,17 +479,6 @@ func sendAndDrain(t *testing.T, dial func() (net.Conn, error), b []byte) []byte 
 	return dateRe.ReplaceAll(got, []byte("Date: X\r\n"))
 }
 
-func httpServer(t *testing.T, body string) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, body) })}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return "http://" + ln.Addr().String() + "/"
-}
-
 func TestJSONLogs(t *testing.T) {
 	p := start(t, "run", "-state", t.TempDir(), "-listen", "127.0.0.1:0", "-log-format", "json", "-log-level", "debug")
 	line := p.waitLine(t, regexp.MustCompile(`^(\{.*"msg":"serving".*\})$`))

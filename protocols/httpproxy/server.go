@@ -42,9 +42,6 @@ const (
 	maxInterim = 16
 )
 
-// aLongTimeAgo is a deadline in the past, to unblock I/O at once.
-var aLongTimeAgo = time.Unix(1, 0)
-
 // connectEstablished is the response to a CONNECT whose dial succeeded.
 const connectEstablished = "HTTP/1.1 200 Connection established\r\n\r\n"
 
