@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"bytes"
-	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -34,20 +33,7 @@ func startLimited(t *testing.T, handshake time.Duration, limits string) (*Gatewa
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &logBuffer{}
-	g, err := New(cfg, Options{Log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := g.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		g.Shutdown(ctx)
-	})
-	return g, logs
+	return startLogged(t, cfg)
 }
 
 // limitsVLESSHeader is a valid VLESS v0 request for limitsUUID to target.
