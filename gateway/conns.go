@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/portico-gw/portico/internal/readwait"
 )
 
 // rewindConn hands its reader the bytes already peeked, then the live
@@ -117,6 +119,21 @@ func (c *prefixConn) Read(p []byte) (int, error) {
 		return n, nil
 	}
 	return c.Conn.Read(p)
+}
+
+// ReadWaiter implements readwait.Waiter: the prefix is ready at once, the
+// live conn is waited on.
+func (c *prefixConn) ReadWaiter() func() error {
+	inner := readwait.For(c.Conn)
+	if inner == nil {
+		return nil
+	}
+	return func() error {
+		if len(c.prefix) > 0 {
+			return nil
+		}
+		return inner()
+	}
 }
 
 func (c *prefixConn) CloseWrite() error { return closeWriteErr(c.Conn) }

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/portico-gw/portico/internal/readwait"
 )
 
 // relayBufSize is the bulk copy chunk. 32 KiB holds two full TLS records,
@@ -142,13 +144,22 @@ func (r *relay) closeBoth() {
 // io.Copy is avoided on purpose: ReaderFrom/WriterTo paths of wrapped conns
 // allocate their own buffer per call and hide the per-chunk counting.
 //
-// A direction waits on a small buffer; a read that fills it means bulk is
-// flowing, and the reads after it use a large one until a read comes back
-// shorter than the small buffer (the source drained), when the large one
-// goes back to the pool before the next, possibly long, wait.
+// A direction spends most of its life waiting, so what it holds while it
+// waits is what an idle tunnel costs. A source that can be waited on
+// without a read (a TCP socket, or a wrapper of one: readwait) is waited
+// on holding no buffer; a large one is taken for each read and kept only
+// while reads fill it (bulk is flowing). Any other source (TLS, a
+// protocol's stream) waits on a small buffer; a read that fills it means
+// bulk is flowing, and the reads after it use a large one until a read
+// comes back shorter than the small buffer, when the large one goes back to
+// the pool before the next, possibly long, wait.
 func (r *relay) copy(dst, src net.Conn, up bool) int64 {
-	sp := getSmallBuf()
-	defer putSmallBuf(sp)
+	wait := readwait.For(src)
+	var sp *[]byte
+	if wait == nil {
+		sp = getSmallBuf()
+		defer putSmallBuf(sp)
+	}
 	var bp *[]byte
 	defer func() {
 		if bp != nil {
@@ -157,9 +168,15 @@ func (r *relay) copy(dst, src net.Conn, up bool) int64 {
 	}()
 	var total int64
 	for {
-		buf := *sp
+		if bp == nil && wait != nil {
+			_ = wait() // an error is the Read's to report, at once
+			bp = getBuf()
+		}
+		var buf []byte
 		if bp != nil {
 			buf = *bp
+		} else {
+			buf = *sp
 		}
 		n, rerr := src.Read(buf)
 		if n > 0 {
@@ -181,9 +198,12 @@ func (r *relay) copy(dst, src net.Conn, up bool) int64 {
 			}
 		}
 		switch { // after the write: buf may be the large buffer
-		case bp == nil && n == len(buf):
+		case wait != nil && n < len(buf):
+			putBuf(bp) // drained: wait without it
+			bp = nil
+		case wait == nil && bp == nil && n == len(buf):
 			bp = getBuf()
-		case bp != nil && n < smallBufSize:
+		case wait == nil && bp != nil && n < smallBufSize:
 			putBuf(bp)
 			bp = nil
 		}

@@ -10,6 +10,8 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+
+	"github.com/portico-gw/portico/internal/readwait"
 )
 
 // Slots counts open connections against Max and PerIP (0: unlimited).
@@ -146,6 +148,9 @@ func (c *Conn) Close() error {
 	c.release()
 	return c.Conn.Close()
 }
+
+// ReadWaiter implements [readwait.Waiter] for the connection it wraps.
+func (c *Conn) ReadWaiter() func() error { return readwait.For(c.Conn) }
 
 // CloseWrite passes a half-close on when the connection has one.
 func (c *Conn) CloseWrite() error {

@@ -4,6 +4,8 @@ import (
 	"net"
 	"net/netip"
 	"testing"
+
+	"github.com/portico-gw/portico/internal/readwait"
 )
 
 func TestSlots(t *testing.T) {
@@ -70,5 +72,37 @@ func TestAddrOf(t *testing.T) {
 		if got := AddrOf(tc.in).String(); got != tc.want {
 			t.Errorf("AddrOf(%v) = %s, want %s", tc.in, got, tc.want)
 		}
+	}
+}
+
+// A wrapped TCP connection can still be waited on without a buffer, as the
+// relay does for idle tunnels, and its wait ends when bytes arrive.
+func TestWrappedConnReadWaiter(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := Wrap(s, func() {})
+	defer w.Close()
+	wait := readwait.For(w)
+	if wait == nil {
+		t.Skip("no bufferless wait on this system")
+	}
+	c.Write([]byte("x"))
+	if err := wait(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := w.Read(make([]byte, 2)); n != 1 || err != nil {
+		t.Fatalf("Read after the wait = %d, %v", n, err)
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/portico-gw/portico/internal/readwait"
 )
 
 // Stream states.
@@ -130,6 +132,27 @@ func (s *Conn) Read(p []byte) (int, error) {
 	}
 	s.readMu.Unlock()
 	return s.Conn.Read(p)
+}
+
+// ReadWaiter implements [readwait.Waiter]: bytes replayed from the
+// handshake are ready at once; otherwise the client connection is waited on.
+func (s *Conn) ReadWaiter() func() error {
+	inner := readwait.For(s.Conn)
+	if inner == nil {
+		return nil
+	}
+	return func() error {
+		if err := s.open(); err != nil {
+			return err
+		}
+		s.readMu.Lock()
+		pending := len(s.replay) > 0
+		s.readMu.Unlock()
+		if pending {
+			return nil
+		}
+		return inner()
+	}
 }
 
 func (s *Conn) Write(p []byte) (int, error) {

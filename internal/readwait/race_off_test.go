@@ -1,0 +1,5 @@
+//go:build !race
+
+package readwait
+
+const raceEnabled = false

@@ -1,0 +1,44 @@
+// Package readwait lets a relay wait until a connection has something to
+// read without lending it a buffer for the wait. An idle tunnel spends its
+// life waiting, and a gateway may hold thousands of them: a buffer pinned
+// per waiting direction is most of what an idle tunnel costs.
+package readwait
+
+import (
+	"net"
+	"syscall"
+)
+
+// Waiter is a connection that knows how to wait for its own readability:
+// a wrapper passes the question on to the conn it wraps, answering at once
+// when it holds bytes of its own.
+type Waiter interface {
+	// ReadWaiter returns a function that blocks until a Read would return
+	// without blocking (bytes, the end of the stream or an error are
+	// waiting), or nil when the connection cannot tell. The function may
+	// return early; an error it returns is the next Read's to report too.
+	ReadWaiter() func() error
+}
+
+// For returns a function that blocks until a Read of c would not block, or
+// nil when c cannot be waited on without reading it. Only one goroutine may
+// read c and wait on it at a time.
+func For(c net.Conn) func() error {
+	switch c := c.(type) {
+	case Waiter:
+		return c.ReadWaiter()
+	case *net.TCPConn:
+		return socketWaiter(c)
+	case *net.UnixConn:
+		return socketWaiter(c)
+	}
+	return nil
+}
+
+func socketWaiter(c syscall.Conn) func() error {
+	rc, err := c.SyscallConn()
+	if err != nil || !pollSupported {
+		return nil
+	}
+	return func() error { return rc.Read(readable) }
+}
