@@ -295,7 +295,7 @@ func (f *FrontDoor) handle(raw net.Conn) {
 	if f.TLS != nil {
 		tc := tls.Server(raw, f.TLS)
 		ctx, cancel := context.WithDeadline(context.Background(), deadline)
-		err := tc.HandshakeContext(ctx)
+		_, err := onFreshStack(func() (struct{}, error) { return struct{}{}, tc.HandshakeContext(ctx) })
 		cancel()
 		if err != nil {
 			if !time.Now().Before(deadline) {

@@ -322,7 +322,7 @@ func (rt *Router) HandleStream(ctx context.Context, conn net.Conn, req tunnel.Re
 	defer rt.leave()
 
 	dctx, cancel := context.WithTimeout(ctx, rt.dialTimeout)
-	target, err := out.DialStream(dctx, req.Target)
+	target, err := onFreshStack(func() (net.Conn, error) { return out.DialStream(dctx, req.Target) })
 	cancel()
 	if rr, ok := conn.(tunnel.RemoteReporter); ok && err == nil {
 		// Only a direct dial knows the address it reached; through another
