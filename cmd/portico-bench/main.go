@@ -17,20 +17,21 @@
 // process; the sink is not measured):
 //
 //   - direct: TCP from the load generator straight to the sink.
-//   - floor: the load generator speaks TLS (crypto/tls defaults, full
-//     handshakes, no resumption) to `portico-bench tlsrelay`, a child
-//     process that terminates TLS and copies to the sink over plain TCP
-//     (one goroutine and one 32 KiB buffer each way). It is what any TLS
-//     tunnel pays: one TLS hop and one relay. There is no SOCKS step and no
-//     client process, so the floor's tunnels/s are TLS handshakes/s and its
-//     idle RSS is the relay's alone.
-//   - floor+hop: the floor with `portico-bench tlsrelay -client` in front:
-//     the load generator connects over plain TCP to that child, which dials
-//     TLS to the relay. It has a tunnel's process layout (load → local
-//     process → TLS → remote process → sink) without its protocol, so a
-//     tunnel's ratio to it is what the protocol and transport cost beyond
-//     the extra local hop. The issue's targets are still read against the
-//     floor.
+//   - floor: a plain TLS forwarder in two halves, with a tunnel's process
+//     layout and no protocol: the load generator connects over plain TCP
+//     to `portico-bench tlsrelay -client`, a child process that dials TLS
+//     (crypto/tls defaults, a full handshake per connection, no
+//     resumption) to `portico-bench tlsrelay`, a second child that
+//     terminates TLS and copies to the sink over plain TCP (io.Copy with
+//     its 32 KiB buffer, each way, half-closes passed on). It is what any
+//     TLS tunnel entered through a local port pays: one local hop, one TLS
+//     hop, one relay, and it is what the issue's targets are read
+//     against. Its tunnels/s are TLS handshakes/s through that layout.
+//   - floor-nohop: the load generator speaks TLS itself to the second
+//     half, without the local hop: one process fewer than any tunnel
+//     measured through a SOCKS5 port has, so a tunnel cannot reach it on
+//     a 2-core machine where every process competes for the same cores.
+//     It is shown beside the floor, not used for targets.
 //   - vless/tcp, vmess/ws, …: load generator → SOCKS5 → `portico client
 //     LINK` → the protocol over the transport → `portico run` (the embedded
 //     default) → sink. One row per protocol × transport of the embedded
@@ -42,12 +43,17 @@
 //     gRPC, HTTP upgrade, AnyTLS, VLESS v1 or QUIC-as-HTTP/3); without
 //     /usr/bin/v2ray its rows say n/a.
 //
-// Every row gets fresh server and client processes, and the measurements run
-// in the order idle, tunnels, bulk, so that the idle RSS is not inflated by
-// the buffers of a bulk transfer. VMess runs aes-128-gcm on both sides
-// (the embedded default's links say "auto", which is aes-128-gcm on amd64
-// and arm64).
-// Portico runs with -log-level warn and v2ray with loglevel warning and no
+// Every row's processes start once, fresh, and hold their 2,000 idle tunnels
+// first, so that the idle RSS is not inflated by the buffers of a bulk
+// transfer. Then the rounds: each round runs the tunnels/s tests and the
+// four bulk figures once for every row in turn, so that a slow spell of a
+// shared machine falls on all rows alike rather than on the few measured
+// during it. Beside each figure the bench records the CPU time (user and
+// system, from /proc) that the row's processes spent on it: per tunnel
+// and per MB, which varies far less from run to run than a rate does.
+//
+// VMess runs aes-128-gcm on both sides (the embedded default's links say
+// "auto", which is aes-128-gcm on amd64 and arm64). Portico runs with -log-level warn and v2ray with loglevel warning and no
 // access log, so that neither pays per-tunnel logging.
 //
 // Each figure is the median of -repeat runs, except the idle RSS, measured
@@ -104,12 +110,14 @@ type options struct {
 	rows        []string
 	timeout     time.Duration
 	logLevel    string
+	phases      map[string]bool // idle, tunnels, bulk: which to run
+	settle      time.Duration   // from the last idle tunnel open to the RSS reading
 }
 
 func benchMain(args []string) error {
 	fs := flag.NewFlagSet("portico-bench", flag.ContinueOnError)
 	var o options
-	var bulk, rows string
+	var bulk, rows, phases string
 	fs.StringVar(&o.portico, "portico", "bin/portico", "the portico binary to measure")
 	fs.StringVar(&o.v2ray, "v2ray", "/usr/bin/v2ray", "the v2ray 4.34 binary (its rows say n/a when it is missing)")
 	fs.StringVar(&o.out, "out", "bench-results", "directory for results.json, results.md and the children's logs")
@@ -122,6 +130,8 @@ func benchMain(args []string) error {
 	fs.StringVar(&rows, "rows", "", "comma-separated rows or path.Match patterns (e.g. 'floor,direct,vless/*,v2ray *'); empty = all")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "hard limit for the whole run; then everything is killed and partial results written")
 	fs.StringVar(&o.logLevel, "log-level", "warn", "-log-level of the portico processes (their logs are in OUT/logs)")
+	fs.DurationVar(&o.settle, "settle", time.Second, "wait from the last idle tunnel opened to the RSS reading")
+	fs.StringVar(&phases, "phases", "idle,tunnels,bulk", "comma-separated measurements to run (for profiling one of them)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -141,6 +151,16 @@ func benchMain(args []string) error {
 				}
 				o.rows = append(o.rows, r)
 			}
+		}
+	}
+	o.phases = map[string]bool{}
+	for _, p := range strings.Split(phases, ",") {
+		switch p = strings.TrimSpace(p); p {
+		case "idle", "tunnels", "bulk":
+			o.phases[p] = true
+		case "":
+		default:
+			return fmt.Errorf("-phases: unknown measurement %q (want idle, tunnels or bulk)", p)
 		}
 	}
 	raiseNoFile()

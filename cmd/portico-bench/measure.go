@@ -236,6 +236,7 @@ func echoTunnel(ctx context.Context, dial dialFunc, timeout time.Duration) (net.
 
 // tunnelResult is one run of a tunnels/s test.
 type tunnelResult struct {
+	CPUus    float64 `json:"cpu_us_per_tunnel,omitempty"` // the row's processes together
 	PerSec   float64 `json:"per_s"`
 	P50ms    float64 `json:"p50_ms"`
 	P99ms    float64 `json:"p99_ms"`

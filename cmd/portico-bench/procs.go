@@ -90,6 +90,51 @@ func (cs *children) pids() []int {
 
 func (c *child) pid() int { return c.cmd.Process.Pid }
 
+// pidOrZero is c's PID, or 0 for no process.
+func (c *child) pidOrZero() int {
+	if c == nil {
+		return 0
+	}
+	return c.pid()
+}
+
+// cpuTime is the CPU (user and system, all threads) c has used so far; 0
+// for no process.
+func (c *child) cpuTime() time.Duration {
+	if c == nil {
+		return 0
+	}
+	d, _ := processCPU(c.pid())
+	return d
+}
+
+// processCPU reads utime and stime of pid from /proc/PID/stat.
+func processCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) is in parentheses and may hold spaces.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
+	}
+	f := strings.Fields(string(b[i+1:])) // f[0] is field 3 (state)
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64) // field 14
+	stime, err2 := strconv.ParseInt(f[12], 10, 64) // field 15
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: bad utime or stime", pid)
+	}
+	return time.Duration(utime+stime) * time.Second / clockTicks, nil
+}
+
+// clockTicks is USER_HZ, the unit of /proc's CPU times: 100 on every
+// Linux architecture Go runs on.
+const clockTicks = 100
+
 // exited reports whether c has ended.
 func (c *child) exited() bool {
 	select {

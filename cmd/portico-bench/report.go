@@ -27,7 +27,7 @@ func markdown(res *results) string {
 	for _, r := range res.Rows {
 		byName[r.Name] = r
 	}
-	floor, hop := byName["floor"], byName["floor+hop"]
+	floor, nohop := byName["floor"], byName["floor-nohop"]
 	fullIdle := func(r *rowResult) bool { // near enough every asked tunnel open to compare RSS
 		return float64(r.Idle.Tunnels) >= 0.95*float64(res.Settings.IdleTunnels)
 	}
@@ -37,11 +37,11 @@ func markdown(res *results) string {
 		}
 		return byName["v2ray "+r.Name]
 	}
-	hopFor := func(r *rowResult) *rowResult { // tunnels only
-		if r.Kind != "portico" && r.Kind != "v2ray" {
+	nohopFor := func(r *rowResult) *rowResult { // tunnels only
+		if r.Kind != "portico" && r.Kind != "v2ray" && r.Kind != "floor" {
 			return nil
 		}
-		return hop
+		return nohop
 	}
 	rawTLS := func(r *rowResult) *rowResult { // the same protocol over raw TLS
 		if r.Transport == "" || r.Transport == "tcp" {
@@ -56,9 +56,9 @@ func markdown(res *results) string {
 
 	b.WriteString("### Bulk (MB/s, 10^6 bytes/s)\n\n")
 	b.WriteString("Ratios are given for ↓1 / ↓4 / ↑1 / ↑4 (download and upload, 1 and 4 streams). " +
-		"floor+hop is the floor with a local plain-TCP-to-TLS forwarder process in front, the process layout of a tunnel: " +
-		"the × floor+hop column is what a protocol and transport cost beyond that hop.\n\n")
-	b.WriteString("| row | ↓ 1 stream | ↓ 4 streams | ↑ 1 stream | ↑ 4 streams | × floor | × floor+hop | × raw TLS | × v2ray |\n|---|---|---|---|---|---|---|---|---|\n")
+		"The floor is a plain TLS forwarder with a tunnel's process layout (a local plain-TCP-to-TLS process, TLS, a relay process); " +
+		"floor-nohop is its relay alone, the load generator speaking TLS to it, one process fewer than any tunnel has.\n\n")
+	b.WriteString("| row | ↓ 1 stream | ↓ 4 streams | ↑ 1 stream | ↑ 4 streams | × floor | × raw TLS | × v2ray | × floor-nohop |\n|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range res.Rows {
 		if r.Bulk == nil {
 			fmt.Fprintf(&b, "| %s | %s | | | | | | | |\n", r.Name, rowState(r))
@@ -72,11 +72,11 @@ func markdown(res *results) string {
 			}
 			fmt.Fprintf(&b, "| %.0f ", r.Bulk[k].Median)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", bulkRatios(r, floor), bulkRatios(r, hopFor(r)), bulkRatios(r, rawTLS(r)), bulkRatios(r, twin(r)))
+		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", bulkRatios(r, floor), bulkRatios(r, rawTLS(r)), bulkRatios(r, twin(r)), bulkRatios(r, nohopFor(r)))
 	}
 
 	b.WriteString("\n### New tunnels (1-byte echo, latency from the dial to the echoed byte)\n\n")
-	b.WriteString("| row | sequential /s | p50 ms | p99 ms | 64 at a time /s | p50 ms | p99 ms | failed | × floor (seq / 64) | × floor+hop | × v2ray |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| row | sequential /s | p50 ms | p99 ms | 64 at a time /s | p50 ms | p99 ms | failed | × floor (seq / 64) | × v2ray | × floor-nohop |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range res.Rows {
 		if r.Seq == nil || r.Conc == nil || len(r.Conc.PerSec.Runs) == 0 {
 			fmt.Fprintf(&b, "| %s | %s | | | | | | | | | |\n", r.Name, rowState(r))
@@ -85,7 +85,38 @@ func markdown(res *results) string {
 		fmt.Fprintf(&b, "| %s | %.0f | %.2f | %.2f | %.0f | %.2f | %.2f | %d | %s | %s | %s |\n", r.Name,
 			r.Seq.PerSec.Median, r.Seq.P50ms.Median, r.Seq.P99ms.Median,
 			r.Conc.PerSec.Median, r.Conc.P50ms.Median, r.Conc.P99ms.Median, r.Seq.Failures+r.Conc.Failures,
-			tunnelRatios(r, floor), tunnelRatios(r, hopFor(r)), tunnelRatios(r, twin(r)))
+			tunnelRatios(r, floor), tunnelRatios(r, twin(r)), tunnelRatios(r, nohopFor(r)))
+	}
+
+	b.WriteString("\n### CPU (user + system time of the row's processes together, from /proc)\n\n")
+	b.WriteString("Per tunnel of the tunnels/s tests, and per MB (10^6 bytes) of each bulk figure: lower is better, " +
+		"and the ratios are this row's CPU over the other's (below 1: cheaper). The load generator and sink are not counted; direct has no process.\n\n")
+	b.WriteString("| row | µs per tunnel (seq / 64) | ms per MB ↓1 / ↓4 / ↑1 / ↑4 | tunnel × floor | tunnel × v2ray | MB × floor | MB × v2ray |\n|---|---|---|---|---|---|---|\n")
+	for _, r := range res.Rows {
+		if r.Kind == "direct" {
+			continue
+		}
+		tun, mb := "", ""
+		if r.Seq != nil && r.Conc != nil && len(r.Seq.CPUus.Runs) > 0 && len(r.Conc.CPUus.Runs) > 0 {
+			tun = fmt.Sprintf("%.0f / %.0f", r.Seq.CPUus.Median, r.Conc.CPUus.Median)
+		}
+		if r.BulkCPU != nil {
+			var parts []string
+			for _, k := range bulkKeys {
+				if f := r.BulkCPU[k]; f != nil && len(f.Runs) > 0 {
+					parts = append(parts, fmt.Sprintf("%.2f", f.Median))
+				} else {
+					parts = append(parts, "–")
+				}
+			}
+			mb = strings.Join(parts, " / ")
+		}
+		if tun == "" && mb == "" {
+			fmt.Fprintf(&b, "| %s | %s | | | | | |\n", r.Name, rowState(r))
+			continue
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", r.Name, tun, mb,
+			tunnelCPURatios(r, floor), tunnelCPURatios(r, twin(r)), bulkCPURatios(r, floor), bulkCPURatios(r, twin(r)))
 	}
 
 	b.WriteString("\n### Idle tunnels (VmRSS with the tunnels open)\n\n")
@@ -110,7 +141,11 @@ func markdown(res *results) string {
 	var notes []string
 	for _, r := range res.Rows {
 		if r.Error != "" {
-			notes = append(notes, fmt.Sprintf("- %s: %s", r.Name, r.Error))
+			failed := ""
+			if r.BulkFailed > 0 {
+				failed = fmt.Sprintf(" (%d bulk runs failed; each figure is the median of the others)", r.BulkFailed)
+			}
+			notes = append(notes, fmt.Sprintf("- %s: %s%s", r.Name, r.Error, failed))
 		}
 		if r.Idle != nil && r.Idle.Note != "" {
 			notes = append(notes, fmt.Sprintf("- %s: idle: %s", r.Name, r.Idle.Note))
@@ -213,6 +248,30 @@ func worstBulk(r, base *rowResult) (float64, bool) {
 		}
 	}
 	return worst, true
+}
+
+func tunnelCPURatios(r, base *rowResult) string {
+	if base == nil || r == base || r.Seq == nil || r.Conc == nil || base.Seq == nil || base.Conc == nil ||
+		len(r.Conc.CPUus.Runs) == 0 || len(base.Conc.CPUus.Runs) == 0 {
+		return ""
+	}
+	return ratio(r.Seq.CPUus.Median, base.Seq.CPUus.Median) + " / " + ratio(r.Conc.CPUus.Median, base.Conc.CPUus.Median)
+}
+
+func bulkCPURatios(r, base *rowResult) string {
+	if base == nil || r == base || r.BulkCPU == nil || base.BulkCPU == nil {
+		return ""
+	}
+	var parts []string
+	for _, k := range bulkKeys {
+		a, b := r.BulkCPU[k], base.BulkCPU[k]
+		if a == nil || b == nil || len(a.Runs) == 0 || len(b.Runs) == 0 {
+			parts = append(parts, "–")
+			continue
+		}
+		parts = append(parts, ratio(a.Median, b.Median))
+	}
+	return strings.Join(parts, " / ")
 }
 
 func tunnelRatios(r, base *rowResult) string {

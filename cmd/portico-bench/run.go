@@ -21,7 +21,7 @@ import (
 // rowSpec is one row of the tables.
 type rowSpec struct {
 	Name      string // "floor", "direct", "vless/tcp", "v2ray vmess/ws", …
-	Kind      string // "floor", "direct", "portico", "v2ray"
+	Kind      string // "floor", "floor-nohop", "direct", "portico", "v2ray"
 	Protocol  string // "vless", "vless-v1", "vmess", "anytls"
 	Transport string // "tcp" (raw TLS), "ws", "httpupgrade", "grpc", "quic"
 	link      string
@@ -50,10 +50,14 @@ type tunnelFigure struct {
 	PerSec   figure `json:"per_s"`
 	P50ms    figure `json:"p50_ms"`
 	P99ms    figure `json:"p99_ms"`
-	Failures int    `json:"failures"` // over all runs
+	CPUus    figure `json:"cpu_us_per_tunnel"` // CPU of the row's processes together per tunnel
+	Failures int    `json:"failures"`          // over all runs
 }
 
 func (t *tunnelFigure) add(r tunnelResult) {
+	if r.CPUus > 0 {
+		t.CPUus.add(r.CPUus)
+	}
 	t.PerSec.add(r.PerSec)
 	t.P50ms.add(r.P50ms)
 	t.P99ms.add(r.P99ms)
@@ -71,17 +75,19 @@ type idleResult struct {
 
 // rowResult is everything measured for one row.
 type rowResult struct {
-	Name      string             `json:"name"`
-	Kind      string             `json:"kind"`
-	Protocol  string             `json:"protocol,omitempty"`
-	Transport string             `json:"transport,omitempty"`
-	Available bool               `json:"available"`
-	Error     string             `json:"error,omitempty"`
-	Bulk      map[string]*figure `json:"bulk_mb_s,omitempty"` // down1, down4, up1, up4: MB/s (10^6 bytes/s)
-	Seq       *tunnelFigure      `json:"tunnels_sequential,omitempty"`
-	Conc      *tunnelFigure      `json:"tunnels_concurrent,omitempty"`
-	Idle      *idleResult        `json:"idle,omitempty"`
-	Seconds   float64            `json:"seconds"`
+	Name       string             `json:"name"`
+	Kind       string             `json:"kind"`
+	Protocol   string             `json:"protocol,omitempty"`
+	Transport  string             `json:"transport,omitempty"`
+	Available  bool               `json:"available"`
+	Error      string             `json:"error,omitempty"`
+	Bulk       map[string]*figure `json:"bulk_mb_s,omitempty"`          // down1, down4, up1, up4: MB/s (10^6 bytes/s)
+	BulkCPU    map[string]*figure `json:"bulk_cpu_ms_per_mb,omitempty"` // CPU of the row's processes together per MB moved
+	BulkFailed int                `json:"bulk_failed,omitempty"`        // failed bulk runs (each figure is the median of the others)
+	Seq        *tunnelFigure      `json:"tunnels_sequential,omitempty"`
+	Conc       *tunnelFigure      `json:"tunnels_concurrent,omitempty"`
+	Idle       *idleResult        `json:"idle,omitempty"`
+	Seconds    float64            `json:"seconds"`
 }
 
 // machine describes where the run happened.
@@ -122,7 +128,7 @@ var porticoTransports = []string{"tcp", "ws", "httpupgrade", "grpc", "quic"}
 
 // allRows lists every row in table order.
 func allRows() []rowSpec {
-	rows := []rowSpec{{Name: "floor", Kind: "floor"}, {Name: "floor+hop", Kind: "floor+hop"}, {Name: "direct", Kind: "direct"}}
+	rows := []rowSpec{{Name: "floor", Kind: "floor"}, {Name: "floor-nohop", Kind: "floor-nohop"}, {Name: "direct", Kind: "direct"}}
 	for _, p := range porticoProtocols {
 		for _, t := range porticoTransports {
 			if p == "vless-v1" && t != "tcp" {
@@ -216,29 +222,92 @@ func run(ctx context.Context, o options) (err error) {
 			return fmt.Errorf("portico: %w", err)
 		}
 	}
+	// Every row's processes start once and stay for the whole run. First,
+	// on each row's fresh processes, the idle tunnels; then the rounds: one
+	// run of every other measurement for every row per round, so that a
+	// slow spell of this shared machine falls on every row alike instead of
+	// on the few measured during it.
+	setups := make([]*rowSetup, len(specs))
 	for i, s := range specs {
 		if ctx.Err() != nil {
 			break
 		}
 		r := res.Rows[i]
 		t0 := time.Now()
-		fmt.Fprintf(os.Stderr, "portico-bench: %-22s", s.Name)
-		rerr := env.runRow(ctx, s, r)
-		r.Seconds = time.Since(t0).Seconds()
-		switch {
-		case errors.Is(rerr, errNA):
-			r.Error = "n/a: " + strings.TrimPrefix(rerr.Error(), "n/a: ")
-		case rerr != nil && ctx.Err() != nil:
-			r.Error = "stopped early: " + rerr.Error()
-		case rerr != nil:
-			r.Error = rerr.Error()
+		fmt.Fprintf(os.Stderr, "portico-bench: %-22s start", s.Name)
+		st, rerr := env.setupRow(ctx, s)
+		if rerr == nil {
+			r.Available = true
+			setups[i] = st
+			rerr = warmUp(ctx, st.dial)
+			if rerr == nil && o.phases["idle"] {
+				fmt.Fprint(os.Stderr, ", idle")
+				rerr = measureIdle(ctx, o, st.dial, st.clientPID(), st.serverPID(), r)
+			}
 		}
-		fmt.Fprintf(os.Stderr, " %5.1f s %s\n", r.Seconds, r.Error)
+		r.Seconds += time.Since(t0).Seconds()
+		env.rowFailed(ctx, st, r, rerr)
+		if rerr != nil {
+			setups[i] = nil
+		}
+		fmt.Fprintf(os.Stderr, " %5.1f s %s\n", time.Since(t0).Seconds(), r.Error)
 		if err := writeResults(o.out, res); err != nil { // progress, in case of a crash
 			return err
 		}
 	}
+	for round := 1; round <= o.repeat && (o.phases["tunnels"] || o.phases["bulk"]); round++ {
+		for i, s := range specs {
+			st := setups[i]
+			if st == nil || ctx.Err() != nil {
+				continue
+			}
+			r := res.Rows[i]
+			t0 := time.Now()
+			fmt.Fprintf(os.Stderr, "portico-bench: round %d/%d %-22s", round, o.repeat, s.Name)
+			var rerr error
+			if o.phases["tunnels"] {
+				rerr = measureTunnels(ctx, o, st, r)
+			}
+			if rerr == nil && o.phases["bulk"] {
+				rerr = measureBulk(ctx, o, st, r)
+			}
+			r.Seconds += time.Since(t0).Seconds()
+			env.rowFailed(ctx, st, r, rerr)
+			if rerr != nil && !errors.Is(rerr, errBulkRun) {
+				setups[i] = nil
+			}
+			fmt.Fprintf(os.Stderr, " %5.1f s %s\n", time.Since(t0).Seconds(), r.Error)
+			if err := writeResults(o.out, res); err != nil {
+				return err
+			}
+		}
+	}
+	for _, st := range setups {
+		if st != nil {
+			cs.kill(st.client)
+			cs.kill(st.server)
+		}
+	}
 	return nil
+}
+
+// rowFailed records err on r; unless it is a failed bulk run (the row goes
+// on), the row's processes are stopped.
+func (e *benchEnv) rowFailed(ctx context.Context, st *rowSetup, r *rowResult, err error) {
+	switch {
+	case err == nil:
+		return
+	case errors.Is(err, errNA):
+		r.Error = "n/a: " + strings.TrimPrefix(err.Error(), "n/a: ")
+	case ctx.Err() != nil:
+		r.Error = "stopped early: " + err.Error()
+	case r.Error == "":
+		r.Error = err.Error()
+	}
+	if st != nil && !errors.Is(err, errBulkRun) {
+		e.cs.kill(st.client)
+		e.cs.kill(st.server)
+	}
 }
 
 // benchEnv is what the rows share.
@@ -307,101 +376,120 @@ func (e *benchEnv) startPorticoServer(ctx context.Context, label string) (*child
 	return srv, nil
 }
 
-// runRow sets up row s's processes, measures, and kills them.
-func (e *benchEnv) runRow(ctx context.Context, s rowSpec, r *rowResult) error {
+// rowSetup is a row's processes (either may be nil) and how to open a
+// tunnel through them.
+type rowSetup struct {
+	dial           dialFunc
+	client, server *child
+}
+
+func (st *rowSetup) clientPID() int { return st.client.pidOrZero() }
+
+// cpu is the CPU the row's processes have used so far, together.
+func (st *rowSetup) cpu() time.Duration { return st.client.cpuTime() + st.server.cpuTime() }
+
+// hasProcs reports whether the row has processes whose CPU counts
+// (direct has none).
+func (st *rowSetup) hasProcs() bool { return st.client != nil || st.server != nil }
+func (st *rowSetup) serverPID() int { return st.server.pidOrZero() }
+
+// setupRow starts row s's processes. On an error, whatever it started is
+// stopped again.
+func (e *benchEnv) setupRow(ctx context.Context, s rowSpec) (_ *rowSetup, err error) {
 	var (
 		dial           dialFunc
 		client, server *child
 	)
-	defer func() { e.cs.kill(client); e.cs.kill(server) }()
+	defer func() {
+		if err != nil {
+			e.cs.kill(client)
+			e.cs.kill(server)
+		}
+	}()
 	switch s.Kind {
 	case "direct":
 		dial = directDialer(e.sinkAddr)
-	case "floor", "floor+hop":
+	case "floor", "floor-nohop":
 		port, err := freePort()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		addr := "127.0.0.1:" + strconv.Itoa(port)
 		self, err := os.Executable()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if server, err = e.cs.start(e.logDir, s.Name+"-tlsrelay", self, "tlsrelay", "-listen", addr, "-to", e.sinkAddr); err != nil {
-			return err
+			return nil, err
 		}
 		if err := waitListening(ctx, server, addr); err != nil {
-			return err
+			return nil, err
 		}
 		dial = floorDialer(addr)
-		if s.Kind == "floor+hop" {
+		if s.Kind == "floor" {
 			cport, err := freePort()
 			if err != nil {
-				return err
+				return nil, err
 			}
 			caddr := "127.0.0.1:" + strconv.Itoa(cport)
 			if client, err = e.cs.start(e.logDir, s.Name+"-tlsclient", self, "tlsrelay", "-client", "-listen", caddr, "-to", addr); err != nil {
-				return err
+				return nil, err
 			}
 			if err := waitListening(ctx, client, caddr); err != nil {
-				return err
+				return nil, err
 			}
 			dial = directDialer(caddr) // plain TCP to the client half, which dials TLS
 		}
 	case "portico":
 		link, ok := e.links[s.Name]
 		if !ok {
-			return fmt.Errorf("%w: the embedded default has no %s link", errNA, s.Name)
+			return nil, fmt.Errorf("%w: the embedded default has no %s link", errNA, s.Name)
 		}
 		var err error
 		if server, err = e.startPorticoServer(ctx, s.Name+"-server"); err != nil {
-			return err
+			return nil, err
 		}
 		port, err := freePort()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		addr := "127.0.0.1:" + strconv.Itoa(port)
 		if client, err = e.cs.start(e.logDir, s.Name+"-client", e.o.portico, "client", "-listen", addr, "-log-level", e.o.logLevel, link); err != nil {
-			return err
+			return nil, err
 		}
 		if err := waitListening(ctx, client, addr); err != nil {
-			return err
+			return nil, err
 		}
 		dial = socksDialer(addr, e.sinkAddr)
 	case "v2ray":
 		if _, err := os.Stat(e.o.v2ray); err != nil {
-			return fmt.Errorf("%w: %v", errNA, err)
+			return nil, fmt.Errorf("%w: %v", errNA, err)
 		}
 		var (
 			addr string
 			err  error
 		)
 		if client, server, addr, err = e.startV2Ray(ctx, s); err != nil {
-			return err
+			return nil, err
 		}
 		dial = socksDialer(addr, e.sinkAddr)
 	}
-	r.Available = true
-	pidOf := func(c *child) int {
-		if c == nil {
-			return 0
-		}
-		return c.pid()
-	}
-	return measureRow(ctx, e.o, dial, pidOf(client), pidOf(server), r)
+	return &rowSetup{dial: dial, client: client, server: server}, nil
 }
 
-// measureRow runs idle, tunnels and bulk, in that order, through dial.
-func measureRow(ctx context.Context, o options, dial dialFunc, clientPID, serverPID int, r *rowResult) error {
-	// Warm up: one tunnel, so that a lazily dialled connection or a
-	// session is in place as a user would have it.
-	if c, _, err := echoTunnel(ctx, dial, 10*time.Second); err != nil {
+// warmUp opens one tunnel, so that a lazily dialled connection or a
+// session is in place as a user would have it.
+func warmUp(ctx context.Context, dial dialFunc) error {
+	c, _, err := echoTunnel(ctx, dial, 10*time.Second)
+	if err != nil {
 		return fmt.Errorf("first tunnel: %w", err)
-	} else {
-		c.Close()
 	}
+	c.Close()
+	return nil
+}
 
+// measureIdle holds o.idle tunnels open and reads both processes' RSS.
+func measureIdle(ctx context.Context, o options, dial dialFunc, clientPID, serverPID int, r *rowResult) error {
 	conns, failed, err := holdIdle(ctx, dial, o.idle)
 	if ctx.Err() != nil {
 		return ctx.Err()
@@ -411,7 +499,7 @@ func measureRow(ctx context.Context, o options, dial dialFunc, clientPID, server
 		note = err.Error()
 	}
 	select { // let both sides settle: buffers freed after the echo
-	case <-time.After(time.Second):
+	case <-time.After(o.settle):
 	case <-ctx.Done():
 	}
 	r.Idle = &idleResult{Tunnels: len(conns), Failed: failed, Note: note}
@@ -422,53 +510,72 @@ func measureRow(ctx context.Context, o options, dial dialFunc, clientPID, server
 		r.Idle.ServerRSSKiB, _ = rssKiB(serverPID)
 	}
 	closeAll(conns)
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
+	return ctx.Err()
+}
 
-	r.Seq = &tunnelFigure{Tunnels: o.seq}
-	r.Conc = &tunnelFigure{Tunnels: o.concTotal}
-	for range o.repeat {
-		t, err := tunnels(ctx, dial, o.seq, 1)
+// measureTunnels runs the tunnels/s tests once, adding to r's figures
+// the rate and the CPU that the row's processes spent per tunnel.
+func measureTunnels(ctx context.Context, o options, st *rowSetup, r *rowResult) error {
+	if r.Seq == nil {
+		r.Seq = &tunnelFigure{Tunnels: o.seq}
+		r.Conc = &tunnelFigure{Tunnels: o.concTotal}
+	}
+	for _, run := range []struct {
+		fig         *tunnelFigure
+		n, parallel int
+		what        string
+	}{{r.Seq, o.seq, 1, "sequential"}, {r.Conc, o.concTotal, o.concurrency, "concurrent"}} {
+		cpu0 := st.cpu()
+		t, err := tunnels(ctx, st.dial, run.n, run.parallel)
 		if err != nil {
-			return fmt.Errorf("sequential tunnels: %w", err)
+			return fmt.Errorf("%s tunnels: %w", run.what, err)
 		}
-		r.Seq.add(t)
-		if t, err = tunnels(ctx, dial, o.concTotal, o.concurrency); err != nil {
-			return fmt.Errorf("concurrent tunnels: %w", err)
+		if cpu := st.cpu() - cpu0; st.hasProcs() && run.n > t.Failures {
+			t.CPUus = cpu.Seconds() * 1e6 / float64(run.n-t.Failures)
 		}
-		r.Conc.add(t)
-	}
-
-	r.Bulk = map[string]*figure{"down1": {}, "down4": {}, "up1": {}, "up4": {}}
-	var (
-		bulkFailed int
-		firstErr   error
-	)
-	for range o.repeat {
-		for _, b := range []struct {
-			key     string
-			mode    byte
-			streams int
-		}{{"down1", modeDown, 1}, {"up1", modeUp, 1}, {"down4", modeDown, 4}, {"up4", modeUp, 4}} {
-			mbs, err := bulk(ctx, dial, b.mode, o.bulk, b.streams)
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if err != nil { // kept, and the other runs and figures go on
-				bulkFailed++
-				if firstErr == nil {
-					firstErr = fmt.Errorf("bulk %s: %w", b.key, err)
-				}
-				continue
-			}
-			r.Bulk[b.key].add(mbs)
-		}
-	}
-	if firstErr != nil {
-		return fmt.Errorf("%d of %d bulk runs failed (their figures are the median of the others); first: %w", bulkFailed, 4*o.repeat, firstErr)
+		run.fig.add(t)
 	}
 	return nil
+}
+
+// errBulkRun marks a failed bulk run: it is recorded, and the row's other
+// runs and figures go on.
+var errBulkRun = errors.New("bulk run failed")
+
+// measureBulk runs each of the four bulk figures once, adding to r's
+// figures the rate and the CPU the row's processes spent per MB.
+func measureBulk(ctx context.Context, o options, st *rowSetup, r *rowResult) error {
+	if r.Bulk == nil {
+		r.Bulk = map[string]*figure{}
+		r.BulkCPU = map[string]*figure{}
+		for _, k := range bulkKeys {
+			r.Bulk[k], r.BulkCPU[k] = &figure{}, &figure{}
+		}
+	}
+	var firstErr error
+	for _, b := range []struct {
+		key     string
+		mode    byte
+		streams int
+	}{{"down1", modeDown, 1}, {"up1", modeUp, 1}, {"down4", modeDown, 4}, {"up4", modeUp, 4}} {
+		cpu0 := st.cpu()
+		mbs, err := bulk(ctx, st.dial, b.mode, o.bulk, b.streams)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil { // kept, and the other runs and figures go on
+			r.BulkFailed++
+			if firstErr == nil {
+				firstErr = fmt.Errorf("%w: %s: %w", errBulkRun, b.key, err)
+			}
+			continue
+		}
+		r.Bulk[b.key].add(mbs)
+		if st.hasProcs() {
+			r.BulkCPU[b.key].add((st.cpu() - cpu0).Seconds() * 1e3 / (float64(o.bulk) / 1e6))
+		}
+	}
+	return firstErr
 }
 
 func writeResults(dir string, res *results) error {

@@ -24,8 +24,8 @@ import (
 // certificate, crypto/tls defaults) and copies each connection to -to over
 // plain TCP, both ways, passing half-closes on. Nothing else: no protocol,
 // no routing. With -client it is the other half: plain TCP in, TLS out to
-// -to (certificate not checked, a full handshake per connection), which
-// gives the "floor + client hop" row the same process layout as a tunnel.
+// -to (certificate not checked, a full handshake per connection): the
+// floor row runs the two halves, which is a tunnel's process layout.
 func tlsRelayMain(args []string) error {
 	fs := flag.NewFlagSet("tlsrelay", flag.ContinueOnError)
 	listen := fs.String("listen", "127.0.0.1:0", "listen address")
