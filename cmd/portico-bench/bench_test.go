@@ -28,7 +28,7 @@ func TestBenchSmall(t *testing.T) {
 		}
 	}
 	out := filepath.Join(dir, "out")
-	rows := []string{"floor", "direct", "vless/tcp"}
+	rows := []string{"floor", "direct", "vless/tcp", "vmess/tcp"}
 	cmd := exec.Command(benchBin, "-portico", porticoBin, "-out", out, "-bulk", "1MiB", "-repeat", "1",
 		"-tunnels", "20", "-conc-tunnels", "40", "-concurrency", "8", "-idle", "20",
 		"-rows", strings.Join(rows, ","), "-timeout", "60s")
@@ -79,9 +79,10 @@ func TestBenchSmall(t *testing.T) {
 		t.Fatalf("results.md (%v):\n%s", err, md)
 	}
 
-	// setup server, tlsrelay, the vless/tcp server and client
-	if len(res.Pids) < 4 {
-		t.Fatalf("pids %v: want at least 4 children", res.Pids)
+	// the setup server, the floor's two halves, then a server and a
+	// client for each of the two protocol rows, all alive at once
+	if len(res.Pids) < 7 {
+		t.Fatalf("pids %v: want at least 7 children", res.Pids)
 	}
 	for _, pid := range res.Pids {
 		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {

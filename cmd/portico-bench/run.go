@@ -318,7 +318,6 @@ type benchEnv struct {
 	logDir   string
 	sinkAddr string
 	state    string            // portico -state dir
-	port     int               // portico's front door port, the same for every row
 	links    map[string]string // row name -> link
 	v2cert   [2]string
 }
@@ -334,8 +333,7 @@ func (e *benchEnv) porticoLinks(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	e.port = port
-	srv, err := e.startPorticoServer(ctx, "portico-setup")
+	srv, err := e.startPorticoServer(ctx, "portico-setup", port)
 	if err != nil {
 		return err
 	}
@@ -363,8 +361,11 @@ func (e *benchEnv) porticoLinks(ctx context.Context) error {
 	return nil
 }
 
-func (e *benchEnv) startPorticoServer(ctx context.Context, label string) (*child, error) {
-	addr := "127.0.0.1:" + strconv.Itoa(e.port)
+// startPorticoServer starts `portico run` on the state's embedded default,
+// listening on port (every row has its own, since rows' processes live at
+// once).
+func (e *benchEnv) startPorticoServer(ctx context.Context, label string, port int) (*child, error) {
+	addr := "127.0.0.1:" + strconv.Itoa(port)
 	srv, err := e.cs.start(e.logDir, label, e.o.portico, "run", "-state", e.state, "-listen", addr, "-log-level", e.o.logLevel)
 	if err != nil {
 		return nil, err
@@ -445,8 +446,14 @@ func (e *benchEnv) setupRow(ctx context.Context, s rowSpec) (_ *rowSetup, err er
 		if !ok {
 			return nil, fmt.Errorf("%w: the embedded default has no %s link", errNA, s.Name)
 		}
-		var err error
-		if server, err = e.startPorticoServer(ctx, s.Name+"-server"); err != nil {
+		sport, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		if link, err = linkWithPort(link, sport); err != nil {
+			return nil, err
+		}
+		if server, err = e.startPorticoServer(ctx, s.Name+"-server", sport); err != nil {
 			return nil, err
 		}
 		port, err := freePort()
@@ -475,6 +482,16 @@ func (e *benchEnv) setupRow(ctx context.Context, s rowSpec) (_ *rowSetup, err er
 		dial = socksDialer(addr, e.sinkAddr)
 	}
 	return &rowSetup{dial: dial, client: client, server: server}, nil
+}
+
+// linkWithPort is link with its server port replaced.
+func linkWithPort(link string, port int) (string, error) {
+	l, err := links.Parse(link)
+	if err != nil {
+		return "", err
+	}
+	l.Port = uint16(port)
+	return l.String(), nil
 }
 
 // warmUp opens one tunnel, so that a lazily dialled connection or a
