@@ -10,29 +10,29 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/portico-gw/portico/internal/bufpool"
 	"github.com/portico-gw/portico/internal/readwait"
 )
 
-// relayBufSize is the bulk copy chunk. 32 KiB holds two full TLS records,
+// relayBufSize is the bulk copy chunk: 32 KiB holds two full TLS records,
 // so a bulk copy costs one read and one write per pair of records.
-// smallBufSize is what a direction holds while it waits: an idle tunnel
-// should not pin 64 KiB of buffers (there may be thousands of them).
+// smallBufSize is what a direction that cannot wait without a buffer holds
+// while it waits: an idle tunnel should not pin 64 KiB of buffers (there
+// may be thousands of them). Both come from the process's one pool.
 const (
-	relayBufSize = 32 << 10
-	smallBufSize = 2 << 10
+	relayBufSize = bufpool.LargeChunk
+	smallBufSize = bufpool.SmallSize
 )
 
-// The gateway's one buffer pool, in two size classes. It holds *[]byte so
-// that Get and Put do not allocate.
-var (
-	bufPool      = sync.Pool{New: func() any { b := make([]byte, relayBufSize); return &b }}
-	smallBufPool = sync.Pool{New: func() any { b := make([]byte, smallBufSize); return &b }}
-)
-
-func getBuf() *[]byte       { return bufPool.Get().(*[]byte) }
-func putBuf(b *[]byte)      { bufPool.Put(b) }
-func getSmallBuf() *[]byte  { return smallBufPool.Get().(*[]byte) }
-func putSmallBuf(b *[]byte) { smallBufPool.Put(b) }
+// getBuf returns a large pooled buffer cut to relayBufSize.
+func getBuf() *[]byte {
+	b := bufpool.Large()
+	*b = (*b)[:relayBufSize]
+	return b
+}
+func putBuf(b *[]byte)      { bufpool.Put(b) }
+func getSmallBuf() *[]byte  { return bufpool.Small() }
+func putSmallBuf(b *[]byte) { bufpool.Put(b) }
 
 // Counter receives byte counts as they are copied. It must be safe for
 // concurrent use and cheap: it is called once per chunk.
@@ -147,12 +147,12 @@ func (r *relay) closeBoth() {
 // A direction spends most of its life waiting, so what it holds while it
 // waits is what an idle tunnel costs. A source that can be waited on
 // without a read (a TCP socket, or a wrapper of one: readwait) is waited
-// on holding no buffer; a large one is taken for each read and kept only
-// while reads fill it (bulk is flowing). Any other source (TLS, a
-// protocol's stream) waits on a small buffer; a read that fills it means
-// bulk is flowing, and the reads after it use a large one until a read
-// comes back shorter than the small buffer, when the large one goes back to
-// the pool before the next, possibly long, wait.
+// on holding no buffer, and a large one is taken for the read that
+// follows. Any other source (TLS, a protocol's stream) waits on a small
+// buffer, and a read that fills it takes a large one for the reads after
+// it. Either way the large buffer stays while bulk flows, until a read
+// comes back shorter than the small buffer, when it goes back to the pool
+// before the next, possibly long, wait.
 func (r *relay) copy(dst, src net.Conn, up bool) int64 {
 	wait := readwait.For(src)
 	var sp *[]byte
@@ -198,13 +198,10 @@ func (r *relay) copy(dst, src net.Conn, up bool) int64 {
 			}
 		}
 		switch { // after the write: buf may be the large buffer
-		case wait != nil && n < len(buf):
+		case bp == nil && n == len(buf):
+			bp = getBuf() // the small buffer filled: bulk is flowing
+		case bp != nil && n < smallBufSize:
 			putBuf(bp) // drained: wait without it
-			bp = nil
-		case wait == nil && bp == nil && n == len(buf):
-			bp = getBuf()
-		case wait == nil && bp != nil && n < smallBufSize:
-			putBuf(bp)
 			bp = nil
 		}
 		if rerr != nil {
