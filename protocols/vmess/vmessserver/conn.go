@@ -3,6 +3,7 @@ package vmessserver
 import (
 	"net"
 
+	"github.com/portico-gw/portico/internal/bufpool"
 	"github.com/portico-gw/portico/protocols/vmess"
 	"github.com/portico-gw/portico/protocols/vmess/internal/vmessconn"
 )
@@ -21,18 +22,23 @@ type conn struct {
 	maxPayload int // the most payload one response chunk carries
 }
 
-func newConn(carrier net.Conn, sess *vmess.Session, buf []byte, used, n int) (*conn, error) {
+// newConn makes the tunnel stream; bp is a pooled buffer holding
+// (*bp)[used:n], body bytes read with the header, which the stream's reader
+// takes over (it is given back on an error).
+func newConn(carrier net.Conn, sess *vmess.Session, bp *[]byte, used, n int) (*conn, error) {
 	opener, err := sess.RequestOpener()
 	if err != nil {
+		bufpool.Put(bp)
 		return nil, err
 	}
 	header, sealer, err := sess.AppendResponse(nil, &vmess.Response{Auth: sess.ResponseAuth}, newPadSource())
 	if err != nil {
+		bufpool.Put(bp)
 		return nil, err
 	}
 	return &conn{
 		Conn: carrier,
-		r:    vmessconn.NewReader(carrier, "request body", buf, used, n, opener),
+		r:    vmessconn.NewReader(carrier, "request body", bp, used, n, opener),
 		w:    vmessconn.NewWriter(carrier, "response body", sealer, header),
 
 		maxPayload: sealer.MaxPayload(),

@@ -36,6 +36,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/portico-gw/portico/internal/bufpool"
 	"github.com/portico-gw/portico/protocols"
 	"github.com/portico-gw/portico/protocols/tunnel"
 	"github.com/portico-gw/portico/protocols/vmess"
@@ -359,9 +360,9 @@ func (s *Server) warnFixable(id ident, err error, now int64, remote string) {
 	}
 }
 
-// headerBufSize is the first read buffer: a whole header (at most 374
-// bytes) and the first body chunks that come with it; it becomes the
-// tunnel's read buffer and grows if a chunk needs it.
+// headerBufSize bounds the first read: a whole header (at most 374 bytes)
+// and the first body chunks that come with it; the buffer it is read into
+// becomes the tunnel's reader's until those chunks are used.
 const headerBufSize = 16 << 10
 
 // Every header fits the buffer: these fail to compile otherwise.
@@ -411,9 +412,12 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn, h tunnel.Handler)
 		conn.Close()
 		return fmt.Errorf("vmess: %w", err)
 	}
-	buf := make([]byte, headerBufSize)
-	hs, err := s.readHeader(conn, buf)
+	// The header is read into a pooled buffer, which then holds the body
+	// bytes that came with it until the tunnel's reader has used them.
+	bp := bufpool.Large()
+	hs, err := s.readHeader(conn, (*bp)[:headerBufSize])
 	if err != nil {
+		bufpool.Put(bp)
 		s.log.Debug("vmess: not a VMess connection for this server", "inbound", s.inbound, "remote", remoteString(conn), "err", err)
 		return err
 	}
@@ -439,7 +443,7 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn, h tunnel.Handler)
 		return fmt.Errorf("vmess: %w", err)
 	}
 	sess := req.Session(hs.id.legacy)
-	c, err := newConn(conn, &sess, buf, hs.used, hs.n)
+	c, err := newConn(conn, &sess, bp, hs.used, hs.n)
 	if err != nil { // cannot happen: the header was checked
 		conn.Close()
 		return err

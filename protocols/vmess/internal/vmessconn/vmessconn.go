@@ -11,38 +11,48 @@ import (
 	"net"
 	"sync"
 
+	"github.com/portico-gw/portico/internal/bufpool"
 	"github.com/portico-gw/portico/protocols"
 	"github.com/portico-gw/portico/protocols/vmess"
 )
 
-// ReadBufSize is the Reader's initial buffer: room for two of V2Ray's
-// chunks; it grows when a peer sends bigger ones.
-const ReadBufSize = 16 << 10
-
 // Reader decodes one body direction from Src. Read is safe for concurrent
 // use (calls are serialised).
+//
+// It holds a buffer only while it holds bytes: one of the process's pooled
+// large buffers (room for four of V2Ray's chunks), or one of its own for a
+// longer chunk, given back as soon as every byte in it has been returned.
+// An idle tunnel's reader waits for its next chunk in a few bytes of its
+// own instead, then takes a buffer for the rest.
 type Reader struct {
 	mu         sync.Mutex
 	src        io.Reader
 	what       string // "request body", "response body"
 	opener     *vmess.Opener
-	buf        []byte
-	start, end int    // buf[start:end] is read, not consumed
-	pending    []byte // decoded payload not yet returned
-	err        error  // sticky
+	bp         *[]byte // the pooled buffer buf is, or nil
+	buf        []byte  // nil while nothing is buffered
+	start, end int     // buf[start:end] is read, not consumed
+	pending    []byte  // decoded payload not yet returned (in buf)
+	err        error   // sticky
+	wait       [waitLen]byte
 }
 
-// NewReader returns a Reader of src whose buffer already holds
-// buf[start:end] (bytes read with the header). what names the direction in
+// waitLen is what an empty Reader reads into while it waits: enough for
+// any chunk's length field, so the wait ends with the chunk's size known.
+const waitLen = 32
+
+// NewReader returns a Reader of src. bp, when not nil, is a pooled buffer
+// (bufpool.Large) that already holds (*bp)[start:end], bytes read with the
+// header; the Reader owns it from now on. what names the direction in
 // errors. The opener may be set later with SetOpener (the client reads the
 // response header through the Reader first).
-func NewReader(src io.Reader, what string, buf []byte, start, end int, o *vmess.Opener) *Reader {
-	if len(buf) < ReadBufSize {
-		nb := make([]byte, ReadBufSize)
-		end = copy(nb, buf[start:end])
-		buf, start = nb, 0
+func NewReader(src io.Reader, what string, bp *[]byte, start, end int, o *vmess.Opener) *Reader {
+	r := &Reader{src: src, what: what, opener: o}
+	if bp != nil {
+		r.bp, r.buf, r.start, r.end = bp, *bp, start, end
+		r.releaseIfDrained()
 	}
-	return &Reader{src: src, what: what, buf: buf, start: start, end: end, opener: o}
+	return r
 }
 
 // SetOpener sets the body decoder; mu must be held by the caller (see Lock).
@@ -57,24 +67,45 @@ func (r *Reader) Unlock() { r.mu.Unlock() }
 func (r *Reader) Buffered() []byte { return r.buf[r.start:r.end] }
 
 // Consume drops the first n buffered bytes. mu is held.
-func (r *Reader) Consume(n int) { r.start += n }
+func (r *Reader) Consume(n int) {
+	r.start += n
+	r.releaseIfDrained()
+}
+
+// releaseIfDrained gives the buffer back once every byte in it has been
+// used: a waiting reader holds none.
+func (r *Reader) releaseIfDrained() {
+	if r.start < r.end || len(r.pending) > 0 || r.buf == nil {
+		return
+	}
+	bufpool.Put(r.bp) // nil for a buffer of its own, which is dropped
+	r.bp, r.buf, r.start, r.end = nil, nil, 0, 0
+}
 
 // Fill reads once more from the source, making room for need buffered
 // bytes first. mu is held. It returns the read's error, with the bytes of
 // that read already buffered.
 func (r *Reader) Fill(need int) error {
+	if r.buf == nil {
+		// Nothing buffered: wait for the next bytes without a buffer.
+		n, err := r.src.Read(r.wait[:])
+		if n == 0 {
+			return err
+		}
+		r.grow(max(need, n))
+		r.end = copy(r.buf, r.wait[:n])
+		return nil // use the bytes first; a conn reports its error again
+	}
 	if r.start == r.end {
 		r.start, r.end = 0, 0
 	}
 	if len(r.buf)-r.start < need || r.end == len(r.buf) {
 		if need > len(r.buf) {
-			nb := make([]byte, need+ReadBufSize)
-			r.end = copy(nb, r.buf[r.start:r.end])
-			r.buf = nb
+			r.grow(need)
 		} else {
 			r.end = copy(r.buf, r.buf[r.start:r.end])
+			r.start = 0
 		}
-		r.start = 0
 	}
 	if r.end == len(r.buf) { // cannot happen: Fill is called with less than need buffered
 		return fmt.Errorf("vmess: %s: buffer of %d bytes is full", r.what, len(r.buf))
@@ -87,12 +118,31 @@ func (r *Reader) Fill(need int) error {
 	return err
 }
 
-// Read returns decoded payload. The end-of-stream chunk gives io.EOF, and
-// so does the carrier ending between two chunks (as in V2Ray; the carrier,
-// TLS, tells a clean close from a cut one) or ending an unframed stream; a
-// carrier that ends inside a chunk gives an error wrapping
-// io.ErrUnexpectedEOF; a chunk that fails authentication gives an error
-// wrapping vmess.ErrChunk. Those are sticky; a timeout is not.
+// grow gives the Reader a buffer of at least need bytes holding what it
+// buffered: a pooled one when that is enough, else one of its own.
+func (r *Reader) grow(need int) {
+	var bp *[]byte
+	var nb []byte
+	if need <= bufpool.LargeSize {
+		bp = bufpool.Large()
+		nb = *bp
+	} else {
+		nb = make([]byte, need+bufpool.LargeSize/2)
+	}
+	r.end = copy(nb, r.buf[r.start:r.end])
+	r.start = 0
+	bufpool.Put(r.bp)
+	r.bp, r.buf = bp, nb
+}
+
+// Read returns decoded payload: as much as the chunks already read hold,
+// up to len(p); it waits for more only when it has nothing to return. The
+// end-of-stream chunk gives io.EOF, and so does the carrier ending between
+// two chunks (as in V2Ray; the carrier, TLS, tells a clean close from a
+// cut one) or ending an unframed stream; a carrier that ends inside a
+// chunk gives an error wrapping io.ErrUnexpectedEOF; a chunk that fails
+// authentication gives an error wrapping vmess.ErrChunk. Those are sticky
+// (and come after the payload before them); a timeout is not.
 func (r *Reader) Read(p []byte) (int, error) { return r.read(p, false) }
 
 // ReadChunk is Read for a packet body (VMess UDP): it returns the payload
@@ -103,20 +153,28 @@ func (r *Reader) ReadChunk(p []byte) (int, error) { return r.read(p, true) }
 func (r *Reader) read(p []byte, whole bool) (int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if len(p) == 0 {
+		return 0, nil
+	}
+	done := 0
 	for {
 		if len(r.pending) > 0 {
-			n := copy(p, r.pending)
+			n := copy(p[done:], r.pending)
 			r.pending = r.pending[n:]
+			done += n
 			if whole {
 				r.pending = nil
 			}
-			return n, nil
+			r.releaseIfDrained()
+			if whole || done == len(p) {
+				return done, nil
+			}
 		}
 		if r.err != nil {
+			if done > 0 {
+				return done, nil
+			}
 			return 0, r.err
-		}
-		if len(p) == 0 {
-			return 0, nil
 		}
 		payload, n, err := r.opener.Open(r.buf[r.start:r.end])
 		switch {
@@ -127,10 +185,14 @@ func (r *Reader) read(p []byte, whole bool) (int, error) {
 		case err == io.EOF:
 			r.start += n
 			r.err = io.EOF
+			r.releaseIfDrained()
 			continue
 		case err != protocols.ErrNeedMore:
 			r.err = fmt.Errorf("vmess: %s: %w", r.what, err)
 			continue
+		}
+		if done > 0 {
+			return done, nil // what the chunks at hand held; do not wait for more
 		}
 		rerr := r.Fill(r.opener.Need())
 		if rerr == nil {
@@ -150,6 +212,7 @@ func (r *Reader) read(p []byte, whole bool) (int, error) {
 		default:
 			r.err = rerr
 		}
+		r.releaseIfDrained()
 	}
 }
 
@@ -161,7 +224,6 @@ type Writer struct {
 	what   string
 	sealer *vmess.Sealer
 	prefix []byte // sent before the first chunk, in the same carrier write: the header
-	buf    []byte
 	ended  bool
 	err    error // sticky: the stream is broken after a failed write
 }
@@ -172,12 +234,10 @@ func NewWriter(dst io.Writer, what string, s *vmess.Sealer, prefix []byte) *Writ
 	return &Writer{dst: dst, what: what, sealer: s, prefix: prefix}
 }
 
-// maxWrite bounds the payload sealed per carrier write, and so the buffer.
-const maxWrite = 64 << 10
-
 // Write seals p and writes it, prefixed on the first call by the header,
-// in as few carrier writes as fit in 64 KiB of payload each. An empty p
-// sends the header alone if it has not gone yet.
+// in as few carrier writes as fit in one of the process's pooled large
+// buffers each (a buffer taken for the call: an idle writer holds none). An
+// empty p sends the header alone if it has not gone yet.
 func (w *Writer) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -187,15 +247,17 @@ func (w *Writer) Write(p []byte) (int, error) {
 	if w.ended {
 		return 0, fmt.Errorf("vmess: %s: write after CloseWrite: %w", w.what, net.ErrClosed)
 	}
+	bp := bufpool.Large()
+	defer bufpool.Put(bp)
 	done := 0
 	for {
-		n := min(len(p)-done, maxWrite)
+		n := w.fit(len(p) - done)
 		if n == 0 && w.prefix == nil {
 			return done, nil
 		}
-		b := append(w.buf[:0], w.prefix...)
+		b := append((*bp)[:0], w.prefix...)
 		b = w.sealer.Seal(b, p[done:done+n])
-		w.buf, w.prefix = b, nil
+		w.prefix = nil
 		if _, err := w.dst.Write(b); err != nil {
 			w.err = fmt.Errorf("vmess: %s: %w", w.what, err)
 			return done, w.err
@@ -205,6 +267,17 @@ func (w *Writer) Write(p []byte) (int, error) {
 			return done, nil
 		}
 	}
+}
+
+// fit is the most of m payload bytes that, sealed after the prefix still
+// to go, fit in a pooled large buffer.
+func (w *Writer) fit(m int) int {
+	room := bufpool.LargeSize - len(w.prefix)
+	n := min(m, room)
+	for n > 0 && w.sealer.SealedLen(n) > room {
+		n -= max(1, w.sealer.SealedLen(n)-room)
+	}
+	return n
 }
 
 // SendPrefix writes the header alone if no Write has.
@@ -232,7 +305,9 @@ func (w *Writer) End() (framed bool, err error) {
 		return framed, w.err
 	}
 	w.ended = true
-	b := append(w.buf[:0], w.prefix...)
+	bp := bufpool.Large()
+	defer bufpool.Put(bp)
+	b := append((*bp)[:0], w.prefix...)
 	b = w.sealer.SealEnd(b)
 	w.prefix = nil
 	if len(b) == 0 {

@@ -6,6 +6,7 @@ import (
 	"io"
 	mathrand "math/rand/v2"
 	"net"
+	"runtime"
 	"testing"
 
 	"github.com/portico-gw/portico/protocols/vmess"
@@ -161,4 +162,72 @@ func TestReadChunk(t *testing.T) {
 	if n, err := rd.ReadChunk(buf); n != 0 || err != io.EOF {
 		t.Fatalf("after the end chunk: %d, %v", n, err)
 	}
+}
+
+// TestReadReturnsChunksAtHand: one Read returns the payload of every whole
+// chunk already read, not one chunk per call (a relay would make a write
+// of each), and a reader whose bytes are all returned holds no buffer.
+func TestReadReturnsChunksAtHand(t *testing.T) {
+	w, r, p := endpoints(t, vmess.SecurityAES128GCM, 0x0d)
+	w.Write(nil)
+	p.off = len(p.buf) // drop the header
+	payload := bytes.Repeat([]byte("y"), 24<<10)
+	if _, err := w.Write(payload); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 64<<10)
+	n, err := r.Read(got)
+	if err != nil || n != len(payload) {
+		t.Fatalf("one Read of a 24 KiB write (%d chunks) = %d bytes, %v; want all of it", (len(payload)+w.sealer.MaxPayload()-1)/w.sealer.MaxPayload(), n, err)
+	}
+	if r.buf != nil || r.bp != nil {
+		t.Fatalf("a drained reader holds a %d-byte buffer", len(r.buf))
+	}
+	// A Read smaller than the chunks at hand keeps the rest for the next.
+	w.Write(payload)
+	small := make([]byte, 1000)
+	total := 0
+	for total < len(payload) {
+		n, err := r.Read(small)
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += n
+	}
+	if total != len(payload) || r.buf != nil {
+		t.Fatalf("read %d of %d bytes; buffer held after: %v", total, len(payload), r.buf != nil)
+	}
+}
+
+// TestIdleReaderMemory: readers that have returned everything and wait
+// for more hold no buffer.
+func TestIdleReaderMemory(t *testing.T) {
+	if raceEnabled {
+		t.Skip("heap figures are meaningless under -race; make test runs this without it")
+	}
+	const n = 200
+	readers := make([]*Reader, n)
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	before := ms.HeapAlloc
+	for i := range readers {
+		w, r, p := endpoints(t, vmess.SecurityAES128GCM, 0x0d)
+		w.Write(nil)
+		p.off = len(p.buf)
+		w.Write([]byte("hello"))
+		buf := make([]byte, 16)
+		if n, err := r.Read(buf); n != 5 || err != nil {
+			t.Fatal(n, err)
+		}
+		readers[i] = r
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	per := float64(ms.HeapAlloc-before) / n
+	t.Logf("an idle reader with its writer and session costs %.0f bytes", per)
+	if per > 4<<10 {
+		t.Errorf("an idle reader costs %.0f bytes of heap; want under 4 KiB (no buffer)", per)
+	}
+	runtime.KeepAlive(readers)
 }
