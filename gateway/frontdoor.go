@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/portico-gw/portico/internal/connlimit"
+	"github.com/portico-gw/portico/internal/tlsbatch"
 	"github.com/portico-gw/portico/protocols"
 	"github.com/portico-gw/portico/protocols/tunnel"
 )
@@ -293,7 +294,7 @@ func (f *FrontDoor) handle(raw net.Conn) {
 		state *tls.ConnectionState
 	)
 	if f.TLS != nil {
-		tc := tls.Server(raw, f.TLS)
+		tc := tlsbatch.Server(raw, f.TLS)
 		ctx, cancel := context.WithDeadline(context.Background(), deadline)
 		_, err := onFreshStack(func() (struct{}, error) { return struct{}{}, tc.HandshakeContext(ctx) })
 		cancel()

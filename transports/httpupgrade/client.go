@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/portico-gw/portico/internal/tlsbatch"
 )
 
 // Dialer opens HTTPUpgrade tunnels. It implements tunnel.ConnDialer and is
@@ -179,7 +181,7 @@ func (d *Dialer) dial(ctx context.Context, u *url.URL, secure bool) (net.Conn, e
 		cfg.ServerName = u.Hostname()
 	}
 	cfg.NextProtos = []string{"http/1.1"}
-	tc := tls.Client(raw, cfg)
+	tc := tlsbatch.Client(raw, cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		raw.Close()
 		return nil, fmt.Errorf("httpupgrade: %w", err)

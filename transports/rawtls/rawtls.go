@@ -16,6 +16,8 @@ import (
 	"net"
 	"strings"
 	"time"
+
+	"github.com/portico-gw/portico/internal/tlsbatch"
 )
 
 // Dialer opens TLS (or, with TLS nil, plain TCP) connections to Address. It
@@ -42,8 +44,7 @@ func (d *Dialer) DialConn(ctx context.Context) (net.Conn, error) {
 		}
 		return c, nil
 	}
-	td := tls.Dialer{NetDialer: &nd, Config: d.TLS}
-	c, err := td.DialContext(ctx, "tcp", d.Address)
+	c, err := tlsbatch.Dial(ctx, &nd, d.Address, d.TLS)
 	if err != nil {
 		return nil, fmt.Errorf("rawtls: %w", err)
 	}
