@@ -5,17 +5,21 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"sync"
+
+	"github.com/portico-gw/portico/internal/bufpool"
 )
 
 // maxChunk is the most data one written message carries: a longer Write
 // is sent as several messages. It keeps every message we send well under
-// any peer's receive limit, and within a pooled read buffer here.
-const maxChunk = 32 << 10
+// any peer's receive limit, and within a pooled buffer here with its
+// framing.
+const maxChunk = bufpool.LargeChunk
 
-// readBufPool holds message buffers for messages up to maxChunk plus
-// their protobuf overhead; larger messages get a buffer of their own.
-var readBufPool = sync.Pool{New: func() any { b := make([]byte, maxChunk+16); return &b }}
+var _ [bufpool.LargeSize - maxChunk - maxHunkHeader]struct{} // a message fits a pooled buffer
+
+// A message that fits one of the process's pooled large buffers is read
+// into one; a larger one gets a buffer of its own.
+const pooledMessage = bufpool.LargeSize
 
 // frameReader yields the data of the gRPC messages read from r. A message
 // is read whole (into a pooled buffer that is returned as soon as its data
@@ -72,8 +76,8 @@ func (f *frameReader) next() error {
 		return err
 	}
 	var msg []byte
-	if l <= maxChunk+16 {
-		f.buf = readBufPool.Get().(*[]byte)
+	if l <= pooledMessage {
+		f.buf = bufpool.Large()
 		msg = (*f.buf)[:l]
 		_, err = io.ReadFull(f.r, msg)
 	} else {
@@ -121,7 +125,7 @@ func readLarge(r io.Reader, l int) ([]byte, error) {
 
 func (f *frameReader) release() {
 	if f.buf != nil {
-		readBufPool.Put(f.buf)
+		bufpool.Put(f.buf)
 		f.buf = nil
 	}
 	clear(f.segs) // drop references to the buffer

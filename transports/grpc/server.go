@@ -39,6 +39,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/portico-gw/portico/internal/bufpool"
 )
 
 // Handler serves the gRPC tunnels of one service.
@@ -277,13 +279,17 @@ func (c *serverConn) Write(p []byte) (int, error) {
 		return 0, timeoutError("write", c.local, c.remote)
 	}
 	defer c.wdl.end()
+	bp := bufpool.Large()
+	defer bufpool.Put(bp)
 	n := 0
 	for n < len(p) {
+		// One message per ResponseWriter write: net/http hands each write
+		// to its connection's goroutine and waits for the frames to go out,
+		// so a header written apart from its data costs a round of that (and
+		// a small DATA frame of its own).
 		chunk := p[n:min(len(p), n+maxChunk)]
-		_, err := c.w.Write(appendHunkHeader(c.hdr[:0], len(chunk)))
-		if err == nil {
-			_, err = c.w.Write(chunk)
-		}
+		msg := append(appendHunkHeader((*bp)[:0], len(chunk)), chunk...)
+		_, err := c.w.Write(msg)
 		if err == nil {
 			err = c.rc.Flush()
 		}
