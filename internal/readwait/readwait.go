@@ -42,3 +42,30 @@ func socketWaiter(c syscall.Conn) func() error {
 	}
 	return func() error { return rc.Read(readable) }
 }
+
+// SocketReadable reports, without waiting, whether the socket under c has
+// something for a read (bytes, the end of the stream or an error): c
+// itself, or what c is layered on, through NetConn methods (a TLS conn). ok
+// is false when there is no socket to ask. It knows nothing of bytes a
+// layer above the socket holds (crypto/tls may hold a record it read).
+func SocketReadable(c net.Conn) (ready, ok bool) {
+	for range 8 {
+		switch s := c.(type) {
+		case *net.TCPConn, *net.UnixConn:
+			rc, err := s.(syscall.Conn).SyscallConn()
+			if err != nil || !pollSupported {
+				return false, false
+			}
+			var r bool
+			if err := rc.Control(func(fd uintptr) { r = readable(fd) }); err != nil {
+				return true, true // closed: a read says so at once
+			}
+			return r, true
+		case interface{ NetConn() net.Conn }:
+			c = s.NetConn()
+		default:
+			return false, false
+		}
+	}
+	return false, false
+}

@@ -3,7 +3,6 @@ package vlessclient
 import (
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/portico-gw/portico/internal/readwait"
 	"github.com/portico-gw/portico/protocols"
 	"github.com/portico-gw/portico/protocols/vless"
 	"github.com/portico-gw/portico/protocols/vless/internal/v1io"
@@ -161,25 +161,29 @@ func (c *Client) take() *carrier {
 	}
 }
 
-// probeWait bounds the liveness probe of a pooled connection. The probe's
-// read first tries the socket, so data or EOF already there is seen at
-// once; an idle connection costs this wait. (A deadline already in the past
-// would not do: Go's poller then fails the read before trying the socket.)
+// probeWait bounds the liveness probe of a pooled connection whose socket
+// cannot be asked (a carrier over a transport without one).
 const probeWait = time.Millisecond
 
 // alive checks that the server has not closed a pooled connection (nor
-// sent anything on it): a short read must time out with nothing read. It is
-// done only for carriers whose deadlines are known to work (TLS and TCP;
-// crypto/tls does not make a timeout sticky); others are taken on trust.
+// sent anything on it). Where the socket under the carrier can be asked
+// (TLS and TCP), it is, without waiting: nothing to read means alive, and
+// when there is something (the server's close, most likely) a read finds
+// out what. Other carriers are taken on trust.
 func alive(cc *carrier) bool {
-	switch cc.conn.(type) {
-	case *tls.Conn, *net.TCPConn:
-	default:
-		return true
-	}
 	if len(cc.br.Buffered()) > 0 {
 		return false // the server sent something between streams
 	}
+	ready, ok := readwait.SocketReadable(cc.conn)
+	if !ok {
+		return true
+	}
+	if !ready {
+		return true
+	}
+	// Something is there: a short read shows what. A deadline already in
+	// the past would not do: Go's poller then fails the read before trying
+	// the socket.
 	cc.conn.SetReadDeadline(time.Now().Add(probeWait))
 	_, err := cc.br.Fill()
 	cc.conn.SetReadDeadline(time.Time{})
