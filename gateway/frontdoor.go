@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/portico-gw/portico/internal/connlimit"
+	"github.com/portico-gw/portico/internal/offstack"
 	"github.com/portico-gw/portico/internal/tlsbatch"
 	"github.com/portico-gw/portico/protocols"
 	"github.com/portico-gw/portico/protocols/tunnel"
@@ -296,7 +297,7 @@ func (f *FrontDoor) handle(raw net.Conn) {
 	if f.TLS != nil {
 		tc := tlsbatch.Server(raw, f.TLS)
 		ctx, cancel := context.WithDeadline(context.Background(), deadline)
-		_, err := onFreshStack(func() (struct{}, error) { return struct{}{}, tc.HandshakeContext(ctx) })
+		_, err := offstack.Do(func() (struct{}, error) { return struct{}{}, tc.HandshakeContext(ctx) })
 		cancel()
 		if err != nil {
 			if !time.Now().Before(deadline) {

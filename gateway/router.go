@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/portico-gw/portico/internal/offstack"
 	"github.com/portico-gw/portico/protocols"
 	"github.com/portico-gw/portico/protocols/tunnel"
 )
@@ -322,7 +323,7 @@ func (rt *Router) HandleStream(ctx context.Context, conn net.Conn, req tunnel.Re
 	defer rt.leave()
 
 	dctx, cancel := context.WithTimeout(ctx, rt.dialTimeout)
-	target, err := onFreshStack(func() (net.Conn, error) { return out.DialStream(dctx, req.Target) })
+	target, err := offstack.Do(func() (net.Conn, error) { return out.DialStream(dctx, req.Target) })
 	cancel()
 	if rr, ok := conn.(tunnel.RemoteReporter); ok && err == nil {
 		// Only a direct dial knows the address it reached; through another
