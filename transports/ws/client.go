@@ -1,21 +1,30 @@
 package ws
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/sha1"
 	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/gorilla/websocket"
+	"golang.org/x/net/http/httpguts"
+
+	"github.com/portico-gw/portico/internal/offstack"
+	"github.com/portico-gw/portico/internal/tlsbatch"
 )
 
 // Dialer opens WebSocket tunnels. It implements tunnel.ConnDialer and is
@@ -132,30 +141,24 @@ func (d *Dialer) dial(ctx context.Context, t target, ed []byte) (*conn, error) {
 		edValue = base64.RawURLEncoding.EncodeToString(ed)
 		header.Set(edName, edValue)
 	}
-	cfg := &tls.Config{}
-	if d.TLS != nil {
-		cfg = d.TLS.Clone()
-	}
-	cfg.NextProtos = []string{"http/1.1"}
-	wd := websocket.Dialer{
-		NetDialContext:  d.NetDial,
-		TLSClientConfig: cfg,
-		ReadBufferSize:  frameBuffer,
-		WriteBufferSize: frameBuffer,
-	}
-	if wd.NetDialContext == nil {
-		nd := &net.Dialer{KeepAlive: 30 * time.Second}
-		wd.NetDialContext = nd.DialContext
-	}
-	wsc, resp, err := wd.DialContext(ctx, t.url, header)
+	nc, err := d.connect(ctx, t)
 	if err != nil {
+		return nil, fmt.Errorf("ws: %w", err)
+	}
+	resp, rest, err := upgrade(ctx, nc, t.url, header)
+	if err != nil {
+		nc.Close()
 		if resp != nil {
 			return nil, fmt.Errorf("ws: upgrade refused: %s: %w", resp.Status, err)
 		}
 		return nil, fmt.Errorf("ws: %w", err)
 	}
-	raw := wsc.NetConn()
-	c := newConn(wsc, raw.LocalAddr(), raw.RemoteAddr())
+	var rd io.Reader = nc
+	if len(rest) > 0 { // frames the server sent right behind its 101
+		rd = io.MultiReader(bytes.NewReader(rest), nc)
+	}
+	c := newConn(nc, rd, true, nc.LocalAddr(), nc.RemoteAddr())
+	c.subprotocol = resp.Header.Get(secProtocol)
 	if len(ed) > 0 && edName == secProtocol && resp.Header.Get(secProtocol) != edValue {
 		// The server did not take the early data: send it the usual way.
 		if _, err := c.Write(ed); err != nil {
@@ -167,6 +170,131 @@ func (d *Dialer) dial(ctx context.Context, t target, ed []byte) (*conn, error) {
 		c.startKeepalive(d.PingInterval)
 	}
 	return c, nil
+}
+
+// connect opens the connection the upgrade goes over: TCP, and TLS for
+// wss (offering only HTTP/1.1, which an upgrade needs).
+func (d *Dialer) connect(ctx context.Context, t target) (net.Conn, error) {
+	u, err := url.Parse(t.url)
+	if err != nil {
+		return nil, err
+	}
+	addr := u.Host
+	if u.Port() == "" {
+		port := "80"
+		if t.tls {
+			port = "443"
+		}
+		addr = net.JoinHostPort(u.Hostname(), port)
+	}
+	netDial := d.NetDial
+	if netDial == nil {
+		nd := &net.Dialer{KeepAlive: 30 * time.Second}
+		netDial = nd.DialContext
+	}
+	raw, err := netDial(ctx, "tcp", addr)
+	if err != nil || !t.tls {
+		return raw, err
+	}
+	cfg := &tls.Config{}
+	if d.TLS != nil {
+		cfg = d.TLS.Clone()
+	}
+	if cfg.ServerName == "" {
+		cfg.ServerName = u.Hostname()
+	}
+	cfg.NextProtos = []string{"http/1.1"}
+	tc := tlsbatch.Client(raw, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, err
+	}
+	return tc, nil
+}
+
+// errBadHandshake is a response that is not a WebSocket's 101.
+var errBadHandshake = errors.New("bad handshake")
+
+// maxResponseHeader bounds the 101 response read.
+const maxResponseHeader = 16 << 10
+
+// upgrade sends the upgrade request for rawURL over nc, as gorilla's
+// client words it (a Host header from header wins), and reads the 101. It
+// returns the response (also when it is not a 101) and the bytes read past
+// its end: the server's first frames.
+func upgrade(ctx context.Context, nc net.Conn, rawURL string, header http.Header) (*http.Response, []byte, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, nil, err
+	}
+	u.Scheme = strings.Replace(u.Scheme, "ws", "http", 1) // wss -> https
+	var keyBytes [16]byte
+	rand.Read(keyBytes[:])
+	key := base64.StdEncoding.EncodeToString(keyBytes[:])
+	req := &http.Request{Method: http.MethodGet, URL: u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: http.Header{
+			"Upgrade":               {"websocket"},
+			"Connection":            {"Upgrade"},
+			"Sec-WebSocket-Key":     {key},
+			"Sec-WebSocket-Version": {"13"},
+		},
+		Host: u.Host}
+	for k, vs := range header {
+		switch k {
+		case "Host":
+			if len(vs) > 0 {
+				req.Host = vs[0]
+			}
+		case secProtocol:
+			req.Header["Sec-WebSocket-Protocol"] = vs
+		default:
+			req.Header[k] = vs
+		}
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		nc.SetDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if err := req.Write(nc); err != nil {
+		return nil, nil, ctxErr(ctx, err)
+	}
+	br := bufio.NewReaderSize(&io.LimitedReader{R: nc, N: maxResponseHeader}, 4096)
+	resp, err := http.ReadResponse(br, req)
+	if err != nil {
+		return nil, nil, ctxErr(ctx, err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols ||
+		!httpguts.HeaderValuesContainsToken(resp.Header["Upgrade"], "websocket") ||
+		!httpguts.HeaderValuesContainsToken(resp.Header["Connection"], "upgrade") ||
+		resp.Header.Get("Sec-Websocket-Accept") != acceptKey(key) {
+		return resp, nil, errBadHandshake
+	}
+	if resp.Header.Get("Sec-Websocket-Extensions") != "" {
+		return resp, nil, fmt.Errorf("%w: the server chose an extension none was offered", errBadHandshake)
+	}
+	if !stop() {
+		return nil, nil, ctx.Err()
+	}
+	nc.SetDeadline(time.Time{})
+	rest, _ := br.Peek(br.Buffered())
+	return resp, bytes.Clone(rest), nil
+}
+
+// ctxErr is err, naming the cancellation when ctx was cancelled (which
+// cut the I/O with a deadline in the past); a deadline that passed is the
+// timeout err already says.
+func ctxErr(ctx context.Context, err error) error {
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return fmt.Errorf("%w (%w)", ctx.Err(), err)
+	}
+	return err
+}
+
+// acceptKey is the Sec-WebSocket-Accept answering key (RFC 6455 §4.2.2).
+func acceptKey(key string) string {
+	h := sha1.Sum([]byte(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+	return base64.StdEncoding.EncodeToString(h[:])
 }
 
 // lazyConn is a tunnel whose upgrade waits for the first Write (or Read).
@@ -221,7 +349,9 @@ func (l *lazyConn) upgrade(ed []byte, forWrite bool) (*conn, int, error) {
 	l.cancel = cancel
 	l.mu.Unlock()
 
-	c, err := l.d.dial(ctx, l.t, ed)
+	// The upgrade (TLS handshake and all) runs on a goroutine of its own:
+	// the caller is the tunnel's, which would keep the stack it grows.
+	c, err := offstack.Do(func() (*conn, error) { return l.d.dial(ctx, l.t, ed) })
 	cancel()
 
 	l.mu.Lock()

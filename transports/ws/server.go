@@ -7,14 +7,19 @@
 //
 // # Stream mapping
 //
-// Each Write sends one binary message (a Write longer than 16 KiB, several
-// of 16 KiB: each then fits the connection's write buffer, and the server
-// sends them without allocating); Read returns message bytes and spans
-// message boundaries, so message sizes carry no meaning. A text message is a
-// protocol error (close code 1003). A close frame from the peer is the end of
-// its stream: Read returns io.EOF for codes 1000, 1001 and 1005, an error
-// naming the code otherwise, and io.ErrUnexpectedEOF when the connection ends
-// without a close frame.
+// Each Write sends one binary message (a Write longer than 32 KiB, several
+// of 32 KiB), as one frame built in a pooled buffer and written with one
+// write of the connection; Read returns message bytes, read straight into
+// the caller's buffer, and spans message and frame boundaries, so their
+// sizes carry no meaning. An idle tunnel holds no buffer. A text message is
+// a protocol error (close code 1003), and so is broken framing (1002). A
+// close frame from the peer is the end of its stream: Read returns io.EOF
+// for codes 1000, 1001 and 1005, a *CloseError naming the code otherwise,
+// and io.ErrUnexpectedEOF when the connection ends without a close frame.
+//
+// gorilla/websocket answers the server's upgrade; the framing after it
+// (frame.go) is this package's own, and so is the client's upgrade
+// request, worded as gorilla's.
 //
 // # Early data
 //
@@ -44,9 +49,8 @@
 //
 // SetReadDeadline and SetWriteDeadline reach the underlying connection, so
 // they interrupt blocked calls. A read or write that times out leaves the
-// WebSocket unusable (its framing position is lost), as with
-// gorilla/websocket itself; a deadline already past when a Read starts
-// returns a timeout without harm.
+// WebSocket unusable (it may have struck inside a frame); a deadline
+// already past when a Read starts returns a timeout without harm.
 package ws
 
 import (
@@ -79,10 +83,11 @@ const (
 // Sec-WebSocket-Key). Every other request — another path, a plain GET, an
 // HTTP/2 request — goes to Next unchanged, so that a prober sees the site.
 //
-// Serve is called once per tunnel, in the request's goroutine, after the
+// Serve is called once per tunnel, on a goroutine of its own, after the
 // 101 response has been written, with the tunnel and the request that
 // carried it (for Host, RemoteAddr and X-Forwarded-For: which of them to
-// trust is the gateway's decision). When Serve returns the conn is closed.
+// trust is the gateway's decision; the request's context is done, as
+// ServeHTTP has returned). When Serve returns the conn is closed.
 // The conn's RemoteAddr is the request's RemoteAddr; its LocalAddr comes
 // from http.LocalAddrContextKey. Deadlines the http.Server set on the
 // connection are cleared before Serve.
@@ -109,22 +114,11 @@ type Handler struct {
 	PingInterval time.Duration
 }
 
-// frameBuffer is the size of a connection's write buffer. A Write is sent
-// as messages of at most maxMessage bytes, each of which fits the buffer
-// whole, so that gorilla writes it with one call and no allocation (a
-// message past the buffer costs gorilla three). 16 KiB is also the largest
-// TLS record. The buffer is the connection's own: a shared pool would cost
-// an allocation per message (gorilla boxes the buffer to pool it).
-const (
-	frameBuffer    = 16<<10 + maxFrameHeader
-	maxFrameHeader = 14 // 2 + 8 (64-bit length) + 4 (mask key)
-	maxMessage     = frameBuffer - maxFrameHeader
-)
-
+// upgrader answers the upgrade (gorilla words the 101); the frames after
+// it are this package's own (conn.go), so gorilla's connection and its
+// buffers are left behind at once, and given none of their own here.
 var upgrader = websocket.Upgrader{
 	HandshakeTimeout: handshakeTimeout,
-	ReadBufferSize:   frameBuffer, // a whole record per read, not net/http's 4 KiB
-	WriteBufferSize:  frameBuffer,
 	CheckOrigin:      func(*http.Request) bool { return true },
 }
 
@@ -143,17 +137,24 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // gorilla has answered or closed; nothing else to do
 	}
+	// gorilla refuses a client that sent bytes before the 101, so none are
+	// buffered in its reader: the connection itself carries the frames.
 	raw := wsc.NetConn()
 	raw.SetDeadline(time.Time{})
-	c := newConn(wsc, localAddr(r, raw.LocalAddr()), remoteAddr(r, raw.RemoteAddr()))
+	c := newConn(raw, nil, false, localAddr(r, raw.LocalAddr()), remoteAddr(r, raw.RemoteAddr()))
 	c.early = early
 	if d := h.pingInterval(); d > 0 {
 		c.startKeepalive(d)
 	}
-	defer c.Close()
-	if h.Serve != nil {
-		h.Serve(c, r)
-	}
+	// The tunnel runs on a goroutine of its own and ServeHTTP returns:
+	// net/http is done with a hijacked connection, and its goroutine (with
+	// the stack its request grew, 16 KiB) and its buffers go with it.
+	go func() {
+		defer c.Close()
+		if h.Serve != nil {
+			h.Serve(c, r)
+		}
+	}()
 }
 
 func (h *Handler) next(w http.ResponseWriter, r *http.Request) {

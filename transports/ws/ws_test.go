@@ -152,7 +152,7 @@ func TestEarlyDataBeforeUpgrade(t *testing.T) {
 		t.Fatalf("read %q, %v", buf, err)
 	}
 	// The echoed subprotocol is what browsers check.
-	if p := c.(*lazyConn).cur.Load().ws.Subprotocol(); p != base64.RawURLEncoding.EncodeToString(first) {
+	if p := c.(*lazyConn).cur.Load().subprotocol; p != base64.RawURLEncoding.EncodeToString(first) {
 		t.Errorf("101 echoed Sec-WebSocket-Protocol %q", p)
 	}
 }
