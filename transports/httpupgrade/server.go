@@ -47,10 +47,11 @@ const handshakeTimeout = 10 * time.Second
 // — another path, a plain GET, HTTP/2 (which cannot upgrade) — goes to Next
 // unchanged, so that a prober sees the site.
 //
-// Serve is called once per tunnel, in the request's goroutine, after the
+// Serve is called once per tunnel, on a goroutine of its own, after the
 // 101 has been written, with the raw connection (bytes the client sent
-// behind its request come first) and the request that carried it. When
-// Serve returns the conn is closed. RemoteAddr is the request's
+// behind its request come first) and the request that carried it (whose
+// context is done: ServeHTTP has returned). When Serve returns the conn is
+// closed. RemoteAddr is the request's
 // RemoteAddr, LocalAddr comes from http.LocalAddrContextKey. Deadlines the
 // http.Server set are cleared before Serve.
 //
@@ -87,10 +88,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		pending = append([]byte(nil), b...)
 	}
 	c := newConn(raw, pending, localAddr(r, raw.LocalAddr()), remoteAddr(r, raw.RemoteAddr()))
-	defer c.Close()
-	if h.Serve != nil {
-		h.Serve(c, r)
-	}
+	// The tunnel runs on a goroutine of its own and ServeHTTP returns:
+	// net/http is done with a hijacked connection, and its goroutine (with
+	// the stack its request grew, 16 KiB) and its buffers go with it.
+	go func() {
+		defer c.Close()
+		if h.Serve != nil {
+			h.Serve(c, r)
+		}
+	}()
 }
 
 // response is the 101, with Sec-WebSocket-Accept when the client sent a
