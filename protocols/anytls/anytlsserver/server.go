@@ -322,6 +322,9 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn, h tunnel.Handler)
 		MaxStreams: s.maxStreams,
 		OnRefused:  func(uint32) { s.streamRefused(log) },
 		Log:        log,
+		// The handlers' context ends with the session (no goroutine per
+		// session waits for that).
+		OnClose: func(*session.Session) { cancel() },
 		Accept: func(st *session.Stream) {
 			s.serveStream(sctx, st, tunnel.Request{
 				Protocol:  "anytls",
@@ -337,13 +340,6 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn, h tunnel.Handler)
 	// session ends with ctx.
 	stopSess := context.AfterFunc(ctx, func() { sess.Close() })
 	defer stopSess()
-	go func() {
-		select {
-		case <-sess.Done():
-			cancel()
-		case <-sctx.Done():
-		}
-	}()
 	err = sess.Run()
 	if ctx.Err() != nil {
 		return fmt.Errorf("anytls: session of %s: %w", acct.label, ctx.Err())

@@ -57,7 +57,6 @@
 package session
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -90,7 +89,6 @@ const (
 	maxControlQueue = 256 << 10 // control frames waiting for the connection; past it the peer is not reading
 	maxSynAckText   = 1024      // an error sent in cmdSYNACK is cut to this
 	alertWriteLimit = 5 * time.Second
-	readBufferSize  = 32 << 10
 )
 
 // Errors; use errors.Is.
@@ -192,7 +190,9 @@ type ServerConfig struct {
 	// Accept is called, in a goroutine of its own, for each stream the
 	// client opens. It owns the stream and must end with Finish (or Close).
 	Accept func(*Stream)
-	Log    *slog.Logger // nil: discard
+	// OnClose is called once, when the session ends (before Run returns).
+	OnClose func(*Session)
+	Log     *slog.Logger // nil: discard
 }
 
 // ClientConfig configures a client session.
@@ -223,7 +223,7 @@ type ClientConfig struct {
 // Session is one AnyTLS session. Its methods are safe for concurrent use.
 type Session struct {
 	conn   net.Conn
-	br     *bufio.Reader
+	in     wireReader
 	client bool
 	lim    Limits
 	log    *slog.Logger
@@ -286,6 +286,7 @@ func NewServer(conn net.Conn, prefix []byte, cfg ServerConfig) *Session {
 	}
 	s.accept = cfg.Accept
 	s.onRefused = cfg.OnRefused
+	s.onClose = cfg.OnClose
 	return s
 }
 
@@ -335,7 +336,7 @@ func newSession(conn net.Conn, prefix []byte, lim Limits, log *slog.Logger) *Ses
 	}
 	return &Session{
 		conn:      conn,
-		br:        bufio.NewReaderSize(r, readBufferSize),
+		in:        wireReader{src: r},
 		lim:       lim.resolve(),
 		log:       log,
 		streams:   map[uint32]*Stream{},
@@ -584,7 +585,7 @@ func (st *Stream) ReadTarget() (protocols.Addr, error) {
 func (s *Session) readLoop() error {
 	var hdr [anytls.HeaderLen]byte
 	for {
-		if _, err := io.ReadFull(s.br, hdr[:]); err != nil {
+		if _, err := s.in.readFull(hdr[:]); err != nil {
 			return err
 		}
 		h, _, _ := anytls.ParseHeader(hdr[:])
@@ -630,13 +631,12 @@ func (s *Session) readLoop() error {
 }
 
 func (s *Session) discard(n int) error {
-	_, err := s.br.Discard(n)
-	return err
+	return s.in.discard(n)
 }
 
 func (s *Session) readData(n int) ([]byte, error) {
 	b := make([]byte, n)
-	_, err := io.ReadFull(s.br, b)
+	_, err := s.in.readFull(b)
 	return b, err
 }
 

@@ -722,3 +722,31 @@ func TestIdleStreamMemory(t *testing.T) {
 		t.Fatalf("an idle stream holds %.0f bytes; receive buffers must not be held while idle", per)
 	}
 }
+
+// TestStreamZeroAllocs: a 32 KiB chunk written on a client stream and read
+// back from the server's echo costs no allocation, either side, once the
+// pools are warm. (Over TLS, crypto/tls adds one small one per record.)
+func TestStreamZeroAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are meaningless under -race; make test runs this without it")
+	}
+	p := pair(t, ServerConfig{Accept: echo}, ClientConfig{Padding: noShaping(t)})
+	st := open(t, p.c)
+	defer st.Close()
+	msg := make([]byte, 32<<10)
+	back := make([]byte, len(msg))
+	round := func() {
+		if _, err := st.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(st, back); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 20 {
+		round()
+	}
+	if n := testing.AllocsPerRun(200, round); n > 0.05 {
+		t.Fatalf("%.2f allocations per 32 KiB echoed through a session", n)
+	}
+}

@@ -132,8 +132,11 @@ func (st *Stream) copyOutLocked(p []byte) int {
 		}
 		if len(st.chunks) > 1 {
 			chunkPool.Put(head)
-			st.chunks[0] = nil
-			st.chunks = st.chunks[1:]
+			// Shifted down, not resliced: the slice keeps its capacity, so
+			// the reader's appends do not allocate.
+			copy(st.chunks, st.chunks[1:])
+			st.chunks[len(st.chunks)-1] = nil
+			st.chunks = st.chunks[:len(st.chunks)-1]
 			st.r = 0
 		}
 	}
@@ -217,7 +220,7 @@ func (st *Stream) fill(n int) error {
 		st.writing = true
 		st.mu.Unlock()
 
-		k, err := io.ReadFull(s.br, seg)
+		k, err := s.in.readFull(seg)
 
 		st.mu.Lock()
 		st.writing = false
