@@ -174,7 +174,20 @@ func (c *conn) Read(p []byte) (int, error) {
 	}
 	for {
 		if c.left > 0 {
-			n, err := c.readPayload(p[:min(int64(len(p)), c.left)])
+			// Within a frame the rest is on its way (the peer wrote the
+			// frame whole), so reading on until p or the frame is full
+			// cannot wait for long: a relay gets a frame in one read, not
+			// a TLS record at a time.
+			want := min(int64(len(p)), c.left)
+			n, err := c.readPayload(p[:want])
+			for err == nil && n > 0 && int64(n) < want {
+				var m int
+				m, err = c.readPayload(p[n:want])
+				if m == 0 && err == nil {
+					break
+				}
+				n += m
+			}
 			if n > 0 {
 				c.touch()
 				return n, nil // an error comes back with the next Read

@@ -11,13 +11,11 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/portico-gw/portico/internal/bufpool"
 	"github.com/portico-gw/portico/protocols"
 	"github.com/portico-gw/portico/protocols/vless"
 )
 
-// WriteChunkMax is the largest chunk Portico writes: with its 2-byte
-// length it fills one TLS record (16384 bytes of plaintext).
-const WriteChunkMax = 16384 - vless.ChunkHeaderLen
 
 // ErrTooLong is returned by [ReadMsg] when a message does not fit the
 // reader's buffer (which cannot happen with the sizes in use).
@@ -64,6 +62,23 @@ func (b *Reader) Fill() (int, error) {
 }
 
 // Read returns buffered bytes first, then reads the source directly into p.
+// fillAtMost is Fill reading at most max bytes.
+func (b *Reader) fillAtMost(max int) (int, error) {
+	if b.r > 0 && b.w+max > len(b.buf) {
+		b.w = copy(b.buf, b.buf[b.r:b.w])
+		b.r = 0
+	}
+	if b.w == len(b.buf) {
+		return 0, ErrTooLong
+	}
+	n, err := b.src.Read(b.buf[b.w:min(len(b.buf), b.w+max)])
+	b.w += n
+	if n > 0 {
+		return n, nil
+	}
+	return n, err
+}
+
 func (b *Reader) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
@@ -144,7 +159,7 @@ func (d *Deframer) Read(p []byte) (int, error) {
 		return 0, nil
 	}
 	for d.left == 0 {
-		size, err := ReadMsg(d.R, vless.ParseChunkHeader)
+		size, err := d.readChunkHeader()
 		if err != nil {
 			return 0, cut(err)
 		}
@@ -154,12 +169,40 @@ func (d *Deframer) Read(p []byte) (int, error) {
 		}
 		d.left = size
 	}
-	n, err := d.R.Read(p[:min(len(p), d.left)])
+	// Within a chunk the rest is on its way (the peer wrote the chunk
+	// whole), so reading on until p or the chunk is full cannot wait for
+	// long: a relay gets a chunk in one read, not a record at a time.
+	want := min(len(p), d.left)
+	n, err := d.R.Read(p[:want])
+	for err == nil && n < want {
+		var m int
+		m, err = d.R.Read(p[n:want])
+		if m == 0 && err == nil {
+			break
+		}
+		n += m
+	}
 	d.left -= n
 	if err != nil {
 		err = cut(err)
 	}
 	return n, err
+}
+
+// readChunkHeader reads the next chunk's length, taking no more from the
+// carrier than the length field: the data is read straight into the
+// caller's buffer.
+func (d *Deframer) readChunkHeader() (int, error) {
+	for {
+		size, _, err := vless.ParseChunkHeader(d.R.Buffered())
+		if err == nil {
+			d.R.Discard(vless.ChunkHeaderLen)
+			return size, nil
+		}
+		if _, err := d.R.fillAtMost(vless.ChunkHeaderLen - len(d.R.Buffered())); err != nil {
+			return 0, err
+		}
+	}
 }
 
 func cut(err error) error {
@@ -173,23 +216,30 @@ func cut(err error) error {
 // first one prefixed). It keeps its buffer between writes. It is not safe
 // for concurrent use.
 type Framer struct {
-	W   io.Writer
-	buf []byte
+	W io.Writer
 }
 
-// Write sends prefix (which may be empty) and then p as chunks of at most
-// WriteChunkMax bytes, prefix in the first carrier write. It returns how
+// Write sends prefix (which may be empty) and then p, each carrier write
+// one chunk of at most bufpool.LargeChunk bytes (the relay's chunk: one
+// per Write), built in a pooled buffer, prefix in the first. It returns how
 // many bytes of p were written.
 func (f *Framer) Write(prefix, p []byte) (int, error) {
+	bp := bufpool.Large()
+	defer bufpool.Put(bp)
 	done := 0
 	for len(p) > 0 || len(prefix) > 0 {
-		n := min(len(p), WriteChunkMax)
-		b := append(f.buf[:0], prefix...)
-		if n > 0 {
-			b = vless.AppendChunkHeader(b, n)
-			b = append(b, p[:n]...)
+		var b []byte
+		n := 0
+		if room := bufpool.LargeSize - len(prefix) - vless.ChunkHeaderLen; room <= 0 {
+			b = prefix // alone: far longer than any header with its padding
+		} else {
+			n = min(len(p), bufpool.LargeChunk, room)
+			b = append((*bp)[:0], prefix...)
+			if n > 0 {
+				b = vless.AppendChunkHeader(b, n)
+				b = append(b, p[:n]...)
+			}
 		}
-		f.buf = b
 		if _, err := f.W.Write(b); err != nil {
 			return done, err
 		}
@@ -201,8 +251,9 @@ func (f *Framer) Write(prefix, p []byte) (int, error) {
 
 // End sends prefix and the end marker in one carrier write.
 func (f *Framer) End(prefix []byte) error {
-	b := vless.AppendChunkEnd(append(f.buf[:0], prefix...))
-	f.buf = b
+	bp := bufpool.Large()
+	defer bufpool.Put(bp)
+	b := vless.AppendChunkEnd(append((*bp)[:0], prefix...))
 	_, err := f.W.Write(b)
 	return err
 }

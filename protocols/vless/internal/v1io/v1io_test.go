@@ -7,6 +7,7 @@ import (
 	"testing"
 	"testing/iotest"
 
+	"github.com/portico-gw/portico/internal/bufpool"
 	"github.com/portico-gw/portico/protocols"
 	"github.com/portico-gw/portico/protocols/vless"
 )
@@ -62,12 +63,13 @@ func (w *writes) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// TestFramer: one carrier write per chunk of at most WriteChunkMax, the
-// prefix in the first; a framed stream deframes to the same bytes.
+// TestFramer: one carrier write per chunk of at most bufpool.LargeChunk
+// (a 48,000-byte Write: two), the prefix in the first; a framed stream
+// deframes to the same bytes.
 func TestFramer(t *testing.T) {
 	var w writes
 	f := &Framer{W: &w}
-	data := bytes.Repeat([]byte("0123456789abcdef"), 3000) // 48000 bytes: 3 chunks
+	data := bytes.Repeat([]byte("0123456789abcdef"), 3000) // 48000 bytes: 2 chunks
 	n, err := f.Write([]byte("HDR"), data)
 	if n != len(data) || err != nil {
 		t.Fatalf("Write = %d, %v", n, err)
@@ -75,7 +77,7 @@ func TestFramer(t *testing.T) {
 	if err := f.End(nil); err != nil {
 		t.Fatal(err)
 	}
-	if len(w.w) != 3+1 || string(w.w[0][:3]) != "HDR" || len(w.w[0]) != 3+2+WriteChunkMax || !bytes.Equal(w.w[3], []byte{0, 0}) {
+	if len(w.w) != 2+1 || string(w.w[0][:3]) != "HDR" || len(w.w[0]) != 3+2+bufpool.LargeChunk || !bytes.Equal(w.w[2], []byte{0, 0}) {
 		t.Fatalf("%d writes, first %d bytes", len(w.w), len(w.w[0]))
 	}
 	all := bytes.Join(w.w, nil)[3:]

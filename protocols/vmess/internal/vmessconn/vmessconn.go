@@ -191,8 +191,12 @@ func (r *Reader) read(p []byte, whole bool) (int, error) {
 			r.err = fmt.Errorf("vmess: %s: %w", r.what, err)
 			continue
 		}
-		if done > 0 {
-			return done, nil // what the chunks at hand held; do not wait for more
+		if done > 0 && (r.start == r.end || len(p)-done < r.opener.Need()) {
+			// What the chunks at hand held: at a chunk's boundary the next
+			// may be a while. A chunk the carrier cut is read on (its rest
+			// is on its way: a chunk is written whole), so that a relay
+			// gets a carrier write's worth in one read.
+			return done, nil
 		}
 		rerr := r.Fill(r.opener.Need())
 		if rerr == nil {
