@@ -16,7 +16,6 @@ import (
 	"github.com/portico-gw/portico/protocols/vless"
 )
 
-
 // ErrTooLong is returned by [ReadMsg] when a message does not fit the
 // reader's buffer (which cannot happen with the sizes in use).
 var ErrTooLong = errors.New("vless: message longer than the read buffer")
