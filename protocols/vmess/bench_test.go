@@ -144,3 +144,13 @@ func BenchmarkOpenAuthID(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkKDF is the header keys' derivation: a label, the AuthID and the
+// nonce deep.
+func BenchmarkKDF(b *testing.B) {
+	key := make([]byte, 16)
+	b.ReportAllocs()
+	for range b.N {
+		KDF(key, LabelHeaderKey, "0123456789abcdef", "01234567")
+	}
+}

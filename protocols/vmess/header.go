@@ -120,8 +120,8 @@ func OpenAEADRequest(k *UserKey, b []byte) (Request, int, error) {
 }
 
 func headerAEAD(k *UserKey, authID, nonce []byte, keyLabel, nonceLabel string) (cipher.AEAD, [32]byte) {
-	key := KDF16(k.CmdKey[:], keyLabel, string(authID), string(nonce))
-	return newGCM(key[:]), KDF(k.CmdKey[:], nonceLabel, string(authID), string(nonce))
+	key := kdfHeader(k.CmdKey[:], keyLabel, authID, nonce)
+	return newGCM(key[:16]), kdfHeader(k.CmdKey[:], nonceLabel, authID, nonce)
 }
 
 func newGCM(key []byte) cipher.AEAD {

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"go/parser"
 	"go/token"
+	"hash"
 	"hash/fnv"
 	"io"
 	"net/netip"
@@ -588,5 +589,42 @@ func TestPure(t *testing.T) {
 				t.Errorf("%s imports %q; the codec must stay pure", name, path)
 			}
 		}
+	}
+}
+
+// kdfChain is KDF written literally as V2Ray's proxy/vmess/aead/kdf.go
+// builds it, hmac.New within hmac.New: the reference the derivation on
+// stack buffers must match.
+func kdfChain(key []byte, path ...string) [32]byte {
+	h := func() hash.Hash { return hmac.New(sha256.New, []byte(LabelKDF)) }
+	for _, p := range path {
+		parent, label := h, []byte(p)
+		h = func() hash.Hash { return hmac.New(parent, label) }
+	}
+	m := h()
+	m.Write(key)
+	var out [32]byte
+	m.Sum(out[:0])
+	return out
+}
+
+func TestKDFMatchesHMACChain(t *testing.T) {
+	long := strings.Repeat("x", 100) // longer than a block: hashed first
+	for _, tc := range []struct {
+		key  string
+		path []string
+	}{
+		{"0123456789abcdef", nil},
+		{"0123456789abcdef", []string{LabelAuthIDKey}},
+		{"0123456789abcdef", []string{LabelHeaderKey, "authid-16-bytes!", "nonce-8b"}},
+		{"", []string{LabelRespHeaderIV}},
+		{strings.Repeat("k", 300), []string{LabelAuthLen, long}},
+	} {
+		if got, want := KDF([]byte(tc.key), tc.path...), kdfChain([]byte(tc.key), tc.path...); got != want {
+			t.Errorf("KDF(%q, %q) = %x, want %x", tc.key, tc.path, got, want)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { KDF([]byte("0123456789abcdef"), LabelHeaderKey, "authid-16-bytes!", "nonce-8b") }); n != 0 && !raceEnabled {
+		t.Errorf("KDF allocates %v times", n)
 	}
 }
