@@ -2,6 +2,7 @@ package quic
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -129,3 +130,73 @@ func TestConnectionLimits(t *testing.T) {
 		})
 	}
 }
+
+// TestMoreTunnelsThanOneConnectionCarries: with the server allowing 40
+// streams a connection, 130 tunnels held open together all get through (on
+// four connections), where one connection would leave the 41st waiting;
+// once they close, the burst's extra connections are closed too.
+func TestMoreTunnelsThanOneConnectionCarries(t *testing.T) {
+	const limit, n = 40, 130
+	f := startWith(t, func(s *Server) { s.MaxStreams = limit })
+	d := f.dialer("/t")
+	d.MaxStreams = limit
+	// No session tickets, so no 0-RTT: the connections after the first
+	// would otherwise trip quic-go's own race under -race (see raceEnabled).
+	d.TLS.ClientSessionCache = noTickets{}
+	defer d.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	conns := make([]net.Conn, 0, n)
+	for i := range n {
+		c, err := d.DialConn(ctx)
+		if err != nil {
+			t.Fatalf("tunnel %d: %v", i, err)
+		}
+		conns = append(conns, c)
+	}
+	buf := make([]byte, 1)
+	for i, c := range conns {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write([]byte{byte(i)}); err != nil {
+			t.Fatalf("tunnel %d: write: %v", i, err)
+		}
+		if _, err := c.Read(buf); err != nil || buf[0] != byte(i) {
+			t.Fatalf("tunnel %d of %d held open: read %v, %v", i, n, buf, err)
+		}
+	}
+	quics := map[net.Addr]bool{}
+	for _, c := range conns {
+		quics[c.LocalAddr()] = true
+	}
+	if len(quics) != 4 {
+		t.Errorf("%d tunnels at %d a connection went over %d connections, want 4", n, limit, len(quics))
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	d.mu.Lock()
+	left := len(d.conns)
+	d.mu.Unlock()
+	if left != 1 {
+		t.Errorf("%d connections left open after every tunnel closed, want 1", left)
+	}
+	// And the one left carries the next tunnel.
+	c, err := d.DialConn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte("z")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Read(buf); err != nil || buf[0] != 'z' {
+		t.Fatalf("a tunnel after the burst: %v %q", err, buf)
+	}
+}
+
+// noTickets is a session cache that keeps nothing.
+type noTickets struct{}
+
+func (noTickets) Get(string) (*tls.ClientSessionState, bool) { return nil, false }
+func (noTickets) Put(string, *tls.ClientSessionState)        {}

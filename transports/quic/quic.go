@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -58,9 +59,9 @@ type Server struct {
 }
 
 // DefaultMaxStreams is how many tunnels one QUIC connection may hold open
-// at once unless the Server says otherwise. quic-go's own default (100) is
-// less than one browser-like client opens; the client waits for a free
-// stream rather than failing when it is reached.
+// at once unless the Server says otherwise (quic-go's own default, 100, is
+// less than one browser-like client opens). A Dialer opens another
+// connection when it has this many tunnels on each of its connections.
 const DefaultMaxStreams = 1024
 
 // errRefused refuses a connection at its first packet.
@@ -262,30 +263,59 @@ func (c *serverConn) SetDeadline(t time.Time) error      { return c.str.SetDeadl
 func (c *serverConn) SetReadDeadline(t time.Time) error  { return c.str.SetReadDeadline(t) }
 func (c *serverConn) SetWriteDeadline(t time.Time) error { return c.str.SetWriteDeadline(t) }
 
-// Dialer opens tunnels over one shared QUIC connection to Address,
-// reconnecting when it closes. It implements tunnel.ConnDialer.
+// Dialer opens tunnels over shared QUIC connections to Address. Tunnels
+// go on one connection until it holds MaxStreams of them; the next opens
+// another connection, as v2ray's QUIC client does, so a client with more
+// tunnels open than one connection may carry gets a new connection rather
+// than waiting for a tunnel to close. A connection that closes is replaced
+// by the next tunnel; one left with no tunnels while another is open is
+// closed. It implements tunnel.ConnDialer.
 type Dialer struct {
 	Address string      // host:port (UDP)
 	Path    string      // the server's tunnel route
 	Host    string      // :authority; default the TLS server name, else Address
 	TLS     *tls.Config // ServerName, RootCAs or pin checks; NextProtos is set to h3
+	// MaxStreams is how many tunnels one connection carries at once; zero
+	// = DefaultMaxStreams, the server's default. Above the server's own
+	// limit, tunnels past it wait for a free stream.
+	MaxStreams int
 
 	mu    sync.Mutex
-	conn  *quicgo.Conn
-	h3    *http3.ClientConn
+	conns []*sharedConn // live connections, oldest first
 	tlsCf *tls.Config
 	tr    *http3.Transport
+}
+
+// sharedConn is one QUIC connection of a Dialer and how many of its
+// tunnels are open (counted from DialConn to the tunnel's Close).
+type sharedConn struct {
+	conn    *quicgo.Conn
+	h3      *http3.ClientConn
+	tunnels int
 }
 
 // ErrRefused is returned when the server answers the tunnel request with a
 // status other than 200 (a wrong path, or no tunnel route at all).
 var ErrRefused = errors.New("quic: server refused the tunnel request")
 
-func (d *Dialer) client(ctx context.Context) (*http3.ClientConn, *quicgo.Conn, error) {
+func (d *Dialer) maxStreams() int {
+	if d.MaxStreams > 0 {
+		return d.MaxStreams
+	}
+	return DefaultMaxStreams
+}
+
+// acquire returns a live connection with room for one more tunnel, counted
+// as taken, dialing a new one when every connection is full.
+func (d *Dialer) acquire(ctx context.Context) (*sharedConn, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.h3 != nil && d.conn.Context().Err() == nil {
-		return d.h3, d.conn, nil
+	d.conns = slices.DeleteFunc(d.conns, func(sc *sharedConn) bool { return sc.conn.Context().Err() != nil })
+	for _, sc := range d.conns {
+		if sc.tunnels < d.maxStreams() {
+			sc.tunnels++
+			return sc, nil
+		}
 	}
 	if d.tlsCf == nil {
 		cfg := d.TLS.Clone()
@@ -302,22 +332,40 @@ func (d *Dialer) client(ctx context.Context) (*http3.ClientConn, *quicgo.Conn, e
 	}
 	conn, err := quicgo.DialAddrEarly(ctx, d.Address, d.tlsCf, &quicgo.Config{KeepAlivePeriod: 20 * time.Second, MaxIdleTimeout: 2 * time.Minute})
 	if err != nil {
-		return nil, nil, fmt.Errorf("quic: dial %s: %w", d.Address, err)
+		return nil, fmt.Errorf("quic: dial %s: %w", d.Address, err)
 	}
-	d.conn, d.h3 = conn, d.tr.NewClientConn(conn)
-	return d.h3, d.conn, nil
+	sc := &sharedConn{conn: conn, h3: d.tr.NewClientConn(conn), tunnels: 1}
+	d.conns = append(d.conns, sc)
+	return sc, nil
+}
+
+// release gives back a tunnel's place on sc. A connection left with no
+// tunnels is closed when another live one can take the next tunnel, so a
+// burst's extra connections do not outlive it.
+func (d *Dialer) release(sc *sharedConn) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	sc.tunnels--
+	if sc.tunnels > 0 || len(d.conns) < 2 {
+		return
+	}
+	if i := slices.Index(d.conns, sc); i >= 0 {
+		d.conns = slices.Delete(d.conns, i, i+1)
+		sc.conn.CloseWithError(0, "")
+	}
 }
 
 // DialConn opens one tunnel. The request header is sent at once (as 0-RTT
 // data when possible) and the tunnel's first bytes may follow without
 // waiting for the answer; the first Read checks it.
 func (d *Dialer) DialConn(ctx context.Context) (net.Conn, error) {
-	cc, conn, err := d.client(ctx)
+	sc, err := d.acquire(ctx)
 	if err != nil {
 		return nil, err
 	}
-	str, err := cc.OpenRequestStream(ctx)
+	str, err := sc.h3.OpenRequestStream(ctx)
 	if err != nil {
+		d.release(sc)
 		return nil, fmt.Errorf("quic: open stream: %w", err)
 	}
 	host := d.Host
@@ -328,31 +376,34 @@ func (d *Dialer) DialConn(ctx context.Context) (net.Conn, error) {
 		host = d.Address
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+host+d.Path, nil)
+	if err == nil {
+		err = str.SendRequestHeader(req)
+	}
 	if err != nil {
 		str.CancelWrite(codeRequestCancelled)
-		return nil, fmt.Errorf("quic: %w", err)
-	}
-	if err := str.SendRequestHeader(req); err != nil {
-		str.CancelWrite(codeRequestCancelled)
+		str.CancelRead(codeRequestCancelled)
+		d.release(sc)
 		return nil, fmt.Errorf("quic: send request: %w", err)
 	}
-	return &clientConn{str: str, conn: conn}, nil
+	return &clientConn{str: str, conn: sc.conn, release: func() { d.release(sc) }}, nil
 }
 
-// Close closes the shared connection.
+// Close closes every shared connection; their tunnels end with them.
 func (d *Dialer) Close() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.conn != nil {
-		return d.conn.CloseWithError(0, "")
+	for _, sc := range d.conns {
+		sc.conn.CloseWithError(0, "")
 	}
+	d.conns = slices.Delete(d.conns, 0, len(d.conns))
 	return nil
 }
 
 // clientConn is a tunnel on the client side.
 type clientConn struct {
-	str  *http3.RequestStream
-	conn *quicgo.Conn
+	str     *http3.RequestStream
+	conn    *quicgo.Conn
+	release func() // gives the tunnel's place on conn back to the Dialer
 
 	respOnce  sync.Once
 	respErr   error
@@ -388,6 +439,7 @@ func (c *clientConn) Close() error {
 	c.closeOnce.Do(func() {
 		c.str.CancelRead(codeNoError)
 		c.str.Close()
+		c.release()
 	})
 	return nil
 }
