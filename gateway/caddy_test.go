@@ -25,6 +25,7 @@ import (
 	"github.com/portico-gw/portico/protocols/tunnel"
 	"github.com/portico-gw/portico/protocols/vless/vlessclient"
 	"github.com/portico-gw/portico/transports/grpc"
+	"github.com/portico-gw/portico/transports/httpupgrade"
 	"github.com/portico-gw/portico/transports/ws"
 )
 
@@ -52,6 +53,7 @@ func TestBehindCaddy(t *testing.T) {
 	caddy := needPeer(t, "caddy")
 	id := uuid.NewString()
 	wsPath, service := "/t-"+uuid.NewString()[:8], "g"+uuid.NewString()[:8]
+	upPath := "/u-" + uuid.NewString()[:8]
 
 	// Portico behind the proxy.
 	cfg, err := ParseConfig([]byte(fmt.Sprintf(`{
@@ -59,9 +61,11 @@ func TestBehindCaddy(t *testing.T) {
 		"inbounds": [
 			{"tag": "ws", "protocol": "vless", "settings": {"clients": [{"id": %q, "email": "alice"}]},
 			 "streamSettings": {"network": "ws", "wsSettings": {"path": %q}}},
+			{"tag": "httpupgrade", "protocol": "vless", "settings": {"clients": [{"id": %q, "email": "alice"}]},
+			 "streamSettings": {"network": "httpupgrade", "httpupgradeSettings": {"path": %q}}},
 			{"tag": "grpc", "protocol": "vless", "settings": {"clients": [{"id": %q, "email": "alice"}]},
 			 "streamSettings": {"network": "grpc", "grpcSettings": {"serviceName": %q}}}]
-	}`, id, wsPath, id, service)))
+	}`, id, wsPath, id, upPath, id, service)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,6 +93,7 @@ func TestBehindCaddy(t *testing.T) {
 		strings.NewReplacer(
 			"example.com {", fmt.Sprintf("localhost:%d {", httpsPort),
 			"/CHANGE-ME-ws", wsPath,
+			"/CHANGE-ME-httpupgrade", upPath,
 			"CHANGE-ME-grpc", service,
 			"127.0.0.1:8080", g.Addr().String(),
 			"/var/www/html", site,
@@ -138,6 +143,7 @@ func TestBehindCaddy(t *testing.T) {
 	echo := protocols.AddrFromAddrPort(nettest.Echo(t).AddrPort())
 	carriers := map[string]tunnel.ConnDialer{
 		"ws":   &ws.Dialer{URL: "wss://" + caddyAddr + wsPath + "?ed=2048", TLS: insecure, NetDial: fromOtherIP},
+		"httpupgrade": &httpupgrade.Dialer{URL: "https://" + caddyAddr + upPath, TLS: insecure, NetDial: fromOtherIP},
 		"grpc": &grpc.Dialer{Address: caddyAddr, ServiceName: service, TLS: insecure, NetDial: fromOtherIP},
 	}
 	for name, carrier := range carriers {
