@@ -142,9 +142,9 @@ func TestBehindCaddy(t *testing.T) {
 	}
 	echo := protocols.AddrFromAddrPort(nettest.Echo(t).AddrPort())
 	carriers := map[string]tunnel.ConnDialer{
-		"ws":   &ws.Dialer{URL: "wss://" + caddyAddr + wsPath + "?ed=2048", TLS: insecure, NetDial: fromOtherIP},
+		"ws":          &ws.Dialer{URL: "wss://" + caddyAddr + wsPath + "?ed=2048", TLS: insecure, NetDial: fromOtherIP},
 		"httpupgrade": &httpupgrade.Dialer{URL: "https://" + caddyAddr + upPath, TLS: insecure, NetDial: fromOtherIP},
-		"grpc": &grpc.Dialer{Address: caddyAddr, ServiceName: service, TLS: insecure, NetDial: fromOtherIP},
+		"grpc":        &grpc.Dialer{Address: caddyAddr, ServiceName: service, TLS: insecure, NetDial: fromOtherIP},
 	}
 	for name, carrier := range carriers {
 		t.Run(name, func(t *testing.T) {
