@@ -67,7 +67,7 @@ func (g *Gateway) serveRoute(rt route, trusted []netip.Prefix) func(net.Conn, *h
 		if errors.Is(err, protocols.ErrNotProtocol) {
 			g.log.Debug("refused on route", "protocol", rt.proto.Name, "transport", rt.network,
 				"source", h.source.String(), "reason", err.Error())
-			drainAndClose(conn)
+			drainAndClose(conn, protocols.BytesReadBeforeRefusal(err))
 			return
 		}
 		if err != nil {
@@ -79,14 +79,19 @@ func (g *Gateway) serveRoute(rt route, trusted []netip.Prefix) func(net.Conn, *h
 // drainAndClose ends a refused tunnel the way V2Ray does: it reads and
 // discards a random amount, for a random while, before closing, so that
 // where the server stops reading tells a prober nothing about the key.
-func drainAndClose(conn net.Conn) {
+// The protocol server's own reads (already, bytes) count against the
+// amount, as V2Ray's drainer counts the header: one that read past it
+// closes at once.
+func drainAndClose(conn net.Conn, already int) {
 	var b [4]byte
 	rand.Read(b[:])
 	n := binary.BigEndian.Uint32(b[:])
-	limit := int64(256 + n%3840)
-	wait := time.Duration(500+n%2500) * time.Millisecond
-	conn.SetReadDeadline(time.Now().Add(wait))
-	io.Copy(io.Discard, io.LimitReader(conn, limit))
+	limit := int64(256+n%3840) - int64(already)
+	if limit > 0 {
+		wait := time.Duration(500+n%2500) * time.Millisecond
+		conn.SetReadDeadline(time.Now().Add(wait))
+		io.Copy(io.Discard, io.LimitReader(conn, limit))
+	}
 	conn.Close()
 }
 

@@ -15,3 +15,28 @@ var ErrNotProtocol = errors.New("protocols: not this protocol")
 
 // ErrBlocked is returned by an outbound that refuses a destination by policy.
 var ErrBlocked = errors.New("protocols: blocked by policy")
+
+// ReadBeforeRefusal wraps a refusal (an [ErrNotProtocol] error) with how
+// many bytes the server had read from the connection when it refused.
+// A gateway that drains a refused connection before closing it (reading a
+// bounded, random amount, as V2Ray does, so that where reading stops says
+// nothing of the key) counts these against the amount, as V2Ray's drainer
+// counts the header it read: a server that read ahead while parsing does
+// not make the drain wait for bytes a prober has already sent.
+type ReadBeforeRefusal struct {
+	Err error
+	N   int // bytes read from the connection, header and whatever came with it
+}
+
+func (e *ReadBeforeRefusal) Error() string { return e.Err.Error() }
+func (e *ReadBeforeRefusal) Unwrap() error { return e.Err }
+
+// BytesReadBeforeRefusal is the N of the first ReadBeforeRefusal in err's
+// chain, or 0.
+func BytesReadBeforeRefusal(err error) int {
+	var r *ReadBeforeRefusal
+	if errors.As(err, &r) {
+		return r.N
+	}
+	return 0
+}

@@ -487,6 +487,13 @@ type handshake struct {
 // header. Every error wraps protocols.ErrNotProtocol.
 func (s *Server) readHeader(conn net.Conn, buf []byte) (hs handshake, err error) {
 	n := 0
+	defer func() {
+		if err != nil {
+			// A read fills what buf has room for, so it may have taken
+			// far more than the header: a drain counts it.
+			err = &protocols.ReadBeforeRefusal{Err: err, N: n}
+		}
+	}()
 	read := func() error {
 		if n == len(buf) {
 			return fmt.Errorf("%w (%d bytes)", errHeaderTooLong, n)
