@@ -416,8 +416,14 @@ func TestV2RayUDPClient(t *testing.T) {
 	st, g, logs := startServerGateway(t)
 	dnsAddr := testDNS(t)
 	defer func() {
+		// An association is logged when it ends: when the subtest's v2ray
+		// is killed and its connection closes, a moment after the answer.
 		for _, in := range []string{"inbound=vless ", "inbound=vmess "} {
-			if !t.Failed() && !strings.Contains(logs.String(), `msg="udp association" user=default `+in) {
+			want := `msg="udp association" user=default ` + in
+			for deadline := time.Now().Add(5 * time.Second); !strings.Contains(logs.String(), want) && time.Now().Before(deadline); {
+				time.Sleep(20 * time.Millisecond)
+			}
+			if !t.Failed() && !strings.Contains(logs.String(), want) {
 				t.Errorf("the server logged no UDP association on %s:\n%s", in, logs.String())
 			}
 		}
