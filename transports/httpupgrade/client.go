@@ -227,14 +227,26 @@ func (c *clientConn) Write(p []byte) (int, error) {
 	return max(n-(len(b)-len(p)), 0), err
 }
 
-// sendRequest writes the request alone if no Write has sent it. (A
-// Write(nil) would not do: after CloseWrite a TLS conn refuses even that.)
+// sendRequest writes the request alone if no Write has sent it. It
+// writes nothing when a Write has, even one that sent it while this waited
+// for the lock: the conn may be half-closed by then, and a TLS conn
+// refuses any write after CloseWrite, an empty one too.
 func (c *clientConn) sendRequest() error {
 	if c.reqSent.Load() {
 		return nil
 	}
-	_, err := c.Write(nil)
-	return err
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.req == nil {
+		return nil
+	}
+	_, err := c.Conn.Write(c.req)
+	c.req = nil
+	c.reqSent.Store(true)
+	if err != nil {
+		return fmt.Errorf("httpupgrade: sending the request: %w", err)
+	}
+	return nil
 }
 
 // Read returns tunnel bytes, reading the 101 first.

@@ -23,6 +23,7 @@ import (
 
 	"golang.org/x/net/http2"
 
+	"github.com/portico-gw/portico/internal/nettest"
 	"github.com/portico-gw/portico/transports/rawtls"
 )
 
@@ -554,5 +555,54 @@ func TestRawTLSConfig(t *testing.T) {
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	if err := exchange(c, 64<<10, 10); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRequestRaceWithCloseWrite: with early data, a Read that asks for the
+// request while the first Write is sending it, on a tunnel that half-closes
+// right after that Write, reads the 101 and the echo. The Read finds the
+// request sent and writes nothing; it used to write an empty slice after
+// the half-close, which a TLS conn refuses ("tls: protocol is shutdown";
+// TestConcurrentTunnels hit it in CI).
+func TestRequestRaceWithCloseWrite(t *testing.T) {
+	srv, _ := server(t, &Handler{Path: "/up", Serve: echo}, false)
+	var carrier *nettest.LateWriteConn
+	d := &Dialer{URL: srv.URL + "/up?ed=16", NetDial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		carrier = nettest.NewLateWriteConn(c)
+		return carrier, nil
+	}}
+	conn, err := d.DialConn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := conn.Write([]byte("hi"))
+		if err == nil {
+			err = conn.(interface{ CloseWrite() error }).CloseWrite()
+		}
+		wrote <- err
+	}()
+	time.Sleep(50 * time.Millisecond) // the Write holds the request, held at the carrier
+	read := make(chan error, 1)
+	var got []byte
+	go func() {
+		var err error
+		got, err = io.ReadAll(conn)
+		read <- err
+	}()
+	time.Sleep(50 * time.Millisecond) // the Read waits for the request to go
+	carrier.Release()
+	if err := <-wrote; err != nil {
+		t.Fatalf("write and half-close: %v", err)
+	}
+	if err := <-read; err != nil || string(got) != "hi" {
+		t.Fatalf("read %q, %v; want the echo", got, err)
 	}
 }

@@ -290,13 +290,27 @@ func (c *conn) Write(p []byte) (int, error) {
 	return max(n-(len(b)-len(p)), 0), err
 }
 
-// sendHeader writes the request header alone if no Write has.
+// sendHeader writes the request header alone if no Write has. It writes
+// nothing when a Write has, even one that sent it while this waited for the
+// lock: the carrier may be half-closed by then, and a TLS carrier refuses
+// any write after CloseWrite, an empty one too.
 func (c *conn) sendHeader() error {
 	if c.reqSent.Load() {
 		return nil
 	}
-	_, err := c.Write(nil)
-	return err
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.reqSent.Load() {
+		return nil
+	}
+	_, err := c.Conn.Write(c.req)
+	c.req = nil
+	c.reqSent.Store(true)
+	close(c.sentCh)
+	if err != nil {
+		return fmt.Errorf("vless: sending request header: %w", err)
+	}
+	return nil
 }
 
 // Read returns payload from the server, after checking and stripping the

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/portico-gw/portico/internal/nettest"
 	"github.com/portico-gw/portico/protocols"
 	"github.com/portico-gw/portico/protocols/vless"
 	"github.com/portico-gw/portico/protocols/vless/internal/vlesstest"
@@ -253,5 +254,61 @@ func TestReadWaitEnds(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Close did not end a Read waiting for the first Write")
+	}
+}
+
+// TestHeaderRaceWithCloseWrite: a Read that asks for the request header
+// while the first Write is sending it, on a tunnel that half-closes right
+// after that Write, reads the response. The Read finds the header sent
+// and writes nothing; it used to write an empty slice after the
+// half-close, which a TLS carrier refuses ("tls: protocol is shutdown"),
+// and the tunnel lost its response.
+func TestHeaderRaceWithCloseWrite(t *testing.T) {
+	ln := nettest.Listen(t)
+	served := make(chan []byte, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			served <- nil
+			return
+		}
+		defer c.Close()
+		got, _ := io.ReadAll(c) // until the client half-closes
+		served <- got
+		c.Write([]byte{0, 0, 'o', 'k'}) // response header: version 0, no addons
+	}()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	carrier := nettest.NewLateWriteConn(raw)
+	conn := dial(t, carrier, "example.com:443")
+	defer conn.Close()
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := conn.Write([]byte("hi"))
+		if err == nil {
+			err = conn.(interface{ CloseWrite() error }).CloseWrite()
+		}
+		wrote <- err
+	}()
+	time.Sleep(50 * time.Millisecond) // the Write holds the header, held at the carrier
+	read := make(chan error, 1)
+	var got []byte
+	go func() {
+		var err error
+		got, err = io.ReadAll(conn)
+		read <- err
+	}()
+	time.Sleep(50 * time.Millisecond) // the Read waits for the header to go
+	carrier.Release()
+	if err := <-wrote; err != nil {
+		t.Fatalf("write and half-close: %v", err)
+	}
+	if err := <-read; err != nil || string(got) != "ok" {
+		t.Fatalf("read %q, %v; want the response", got, err)
+	}
+	if want := append(wantHeader(t, "example.com:443"), "hi"...); !bytes.Equal(<-served, want) {
+		t.Error("the server did not get the header and payload once")
 	}
 }

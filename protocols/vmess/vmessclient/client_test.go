@@ -311,6 +311,31 @@ func TestResponses(t *testing.T) {
 	}
 }
 
+// TestReadAfterCloseWrite: a tunnel whose request went out whole and was
+// half-closed before its first Read (a relay's directions run apart, and a
+// short request can finish first) still reads its response. The first
+// Read asks for the header to go; it has, so nothing is written — it used
+// to write again and fail with "write after CloseWrite".
+func TestReadAfterCloseWrite(t *testing.T) {
+	conn, d := respond(t, 0, func(s *vmess.Session) []byte {
+		b, sealer, err := s.AppendResponse(nil, &vmess.Response{Auth: s.ResponseAuth}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sealer.SealEnd(sealer.Seal(b, []byte("response")))
+	})
+	if err := conn.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(conn)
+	if err != nil || string(got) != "response" {
+		t.Errorf("read after CloseWrite: %q, %v", got, err)
+	}
+	if w := d.Conns[0].Writes(); len(w) != 2 {
+		t.Errorf("%d carrier writes, want 2 (request with payload, end chunk)", len(w))
+	}
+}
+
 // TestReadTimeoutNotSticky: a deadline while waiting for the response
 // header says what a silent server usually means, and a later Read goes on.
 func TestReadTimeoutNotSticky(t *testing.T) {

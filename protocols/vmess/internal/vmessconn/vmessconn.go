@@ -245,6 +245,11 @@ func NewWriter(dst io.Writer, what string, s *vmess.Sealer, prefix []byte) *Writ
 func (w *Writer) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	return w.writeLocked(p)
+}
+
+// writeLocked is Write with mu held.
+func (w *Writer) writeLocked(p []byte) (int, error) {
 	if w.err != nil {
 		return 0, w.err
 	}
@@ -284,9 +289,16 @@ func (w *Writer) fit(m int) int {
 	return n
 }
 
-// SendPrefix writes the header alone if no Write has.
+// SendPrefix writes the header alone if no Write has. It does nothing
+// once the header has gone, after End too: a reader may ask for it late,
+// when the writing side has finished and half-closed.
 func (w *Writer) SendPrefix() error {
-	_, err := w.Write(nil)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.prefix == nil {
+		return nil
+	}
+	_, err := w.writeLocked(nil)
 	return err
 }
 
