@@ -2,6 +2,7 @@ package nettest
 
 import (
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"time"
@@ -52,4 +53,32 @@ func (c *LateWriteConn) Write(p []byte) (int, error) {
 func (c *LateWriteConn) CloseWrite() error {
 	c.once.Do(func() { close(c.closedW) })
 	return c.Conn.(interface{ CloseWrite() error }).CloseWrite()
+}
+
+// WriteCloseWhileReading stages the race on conn, a tunnel over carrier:
+// one goroutine Writes payload and half-closes conn (its first carrier
+// write held), a Read to EOF starts while it is held, then the carrier is
+// released. It returns the write's (or half-close's) error, what the read
+// got and its error.
+func WriteCloseWhileReading(conn net.Conn, carrier *LateWriteConn, payload []byte) (writeErr error, got []byte, readErr error) {
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := conn.Write(payload)
+		if err == nil {
+			err = conn.(interface{ CloseWrite() error }).CloseWrite()
+		}
+		wrote <- err
+	}()
+	time.Sleep(50 * time.Millisecond) // the Write holds the header, held at the carrier
+	read := make(chan error, 1)
+	go func() {
+		var err error
+		got, err = io.ReadAll(conn)
+		read <- err
+	}()
+	time.Sleep(50 * time.Millisecond) // the Read waits for the header to go
+	carrier.Release()
+	writeErr = <-wrote
+	readErr = <-read
+	return writeErr, got, readErr
 }

@@ -581,28 +581,11 @@ func TestRequestRaceWithCloseWrite(t *testing.T) {
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	wrote := make(chan error, 1)
-	go func() {
-		_, err := conn.Write([]byte("hi"))
-		if err == nil {
-			err = conn.(interface{ CloseWrite() error }).CloseWrite()
-		}
-		wrote <- err
-	}()
-	time.Sleep(50 * time.Millisecond) // the Write holds the request, held at the carrier
-	read := make(chan error, 1)
-	var got []byte
-	go func() {
-		var err error
-		got, err = io.ReadAll(conn)
-		read <- err
-	}()
-	time.Sleep(50 * time.Millisecond) // the Read waits for the request to go
-	carrier.Release()
-	if err := <-wrote; err != nil {
-		t.Fatalf("write and half-close: %v", err)
+	werr, got, rerr := nettest.WriteCloseWhileReading(conn, carrier, []byte("hi"))
+	if werr != nil {
+		t.Fatalf("write and half-close: %v", werr)
 	}
-	if err := <-read; err != nil || string(got) != "hi" {
-		t.Fatalf("read %q, %v; want the echo", got, err)
+	if rerr != nil || string(got) != "hi" {
+		t.Fatalf("read %q, %v; want the echo", got, rerr)
 	}
 }

@@ -284,29 +284,12 @@ func TestHeaderRaceWithCloseWrite(t *testing.T) {
 	carrier := nettest.NewLateWriteConn(raw)
 	conn := dial(t, carrier, "example.com:443")
 	defer conn.Close()
-	wrote := make(chan error, 1)
-	go func() {
-		_, err := conn.Write([]byte("hi"))
-		if err == nil {
-			err = conn.(interface{ CloseWrite() error }).CloseWrite()
-		}
-		wrote <- err
-	}()
-	time.Sleep(50 * time.Millisecond) // the Write holds the header, held at the carrier
-	read := make(chan error, 1)
-	var got []byte
-	go func() {
-		var err error
-		got, err = io.ReadAll(conn)
-		read <- err
-	}()
-	time.Sleep(50 * time.Millisecond) // the Read waits for the header to go
-	carrier.Release()
-	if err := <-wrote; err != nil {
-		t.Fatalf("write and half-close: %v", err)
+	werr, got, rerr := nettest.WriteCloseWhileReading(conn, carrier, []byte("hi"))
+	if werr != nil {
+		t.Fatalf("write and half-close: %v", werr)
 	}
-	if err := <-read; err != nil || string(got) != "ok" {
-		t.Fatalf("read %q, %v; want the response", got, err)
+	if rerr != nil || string(got) != "ok" {
+		t.Fatalf("read %q, %v; want the response", got, rerr)
 	}
 	if want := append(wantHeader(t, "example.com:443"), "hi"...); !bytes.Equal(<-served, want) {
 		t.Error("the server did not get the header and payload once")
