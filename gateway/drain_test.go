@@ -44,7 +44,7 @@ func TestDrainAndClose(t *testing.T) {
 			if taken > tc.maxTaken {
 				t.Errorf("the drain took %d bytes, want at most %d", taken, tc.maxTaken)
 			}
-			if el := time.Since(start); tc.atOnce && el > 200*time.Millisecond {
+			if el := time.Since(start); tc.atOnce && el > time.Second {
 				t.Errorf("closed after %v, want at once", el)
 			} else if el > 3500*time.Millisecond {
 				t.Errorf("closed after %v, want within 3 s", el)
