@@ -98,7 +98,6 @@ func TestV1UDPAssociationsDiffer(t *testing.T) {
 	e := newTLSE2E(t, vlessserver.Options{})
 	echo := vlesstest.UDPEcho(t)
 	c := e.client(t, vlessclient.Options{})
-	var pcs []tunnel.PacketConn
 	for range 2 {
 		pc, err := c.DialPacket(context.Background(), echo)
 		if err != nil {
@@ -108,7 +107,6 @@ func TestV1UDPAssociationsDiffer(t *testing.T) {
 		if err := vlesstest.PacketEcho(pc, echo, 1, 100); err != nil {
 			t.Fatal(err)
 		}
-		pcs = append(pcs, pc)
 	}
 	reqs := e.handler.Requests()
 	if len(reqs) != 2 || reqs[0].Association == reqs[1].Association || reqs[0].Association == "" {

@@ -23,8 +23,6 @@ var (
 // Dialer dials Addr over TCP, with TLS when TLS is set.
 type Dialer = prototest.Dialer
 
-type lockedBuffer = prototest.LockedBuffer
-
 // The v2ray runner is shared too.
 type V2Ray = prototest.V2Ray
 
