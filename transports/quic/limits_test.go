@@ -200,3 +200,45 @@ type noTickets struct{}
 
 func (noTickets) Get(string) (*tls.ClientSessionState, bool) { return nil, false }
 func (noTickets) Put(string, *tls.ClientSessionState)        {}
+
+// TestCloseDuringDial: while a new connection's handshake hangs (the
+// server silent), a tunnel on an existing connection closes at once; it
+// used to wait for the handshake's end, the Dialer's lock held through it.
+func TestCloseDuringDial(t *testing.T) {
+	f := startWith(t, func(s *Server) { s.MaxStreams = 1 })
+	d := f.dialer("/t")
+	d.MaxStreams = 1
+	d.TLS.ClientSessionCache = noTickets{}
+	defer d.Close()
+	first, err := d.DialConn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	echo(t, first, 10)
+	// The next connection goes to a socket that never answers.
+	silent, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	d.Address = silent.LocalAddr().String()
+	dialed := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		c, err := d.DialConn(ctx)
+		if err == nil {
+			c.Close()
+		}
+		dialed <- err
+	}()
+	time.Sleep(200 * time.Millisecond) // the dial is under way
+	start := time.Now()
+	first.Close()
+	if el := time.Since(start); el > time.Second {
+		t.Errorf("Close took %v while another tunnel's connection was dialing", el)
+	}
+	if err := <-dialed; err == nil {
+		t.Error("a dial to a silent socket succeeded")
+	}
+}

@@ -280,10 +280,11 @@ type Dialer struct {
 	// limit, tunnels past it wait for a free stream.
 	MaxStreams int
 
-	mu    sync.Mutex
-	conns []*sharedConn // live connections, oldest first
-	tlsCf *tls.Config
-	tr    *http3.Transport
+	mu      sync.Mutex
+	conns   []*sharedConn // live connections, oldest first
+	dialing chan struct{} // closed when the dial in progress ends; nil when none is
+	tlsCf   *tls.Config
+	tr      *http3.Transport
 }
 
 // sharedConn is one QUIC connection of a Dialer and how many of its
@@ -308,13 +309,26 @@ func (d *Dialer) maxStreams() int {
 // acquire returns a live connection with room for one more tunnel, counted
 // as taken, dialing a new one when every connection is full.
 func (d *Dialer) acquire(ctx context.Context) (*sharedConn, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.conns = slices.DeleteFunc(d.conns, func(sc *sharedConn) bool { return sc.conn.Context().Err() != nil })
-	for _, sc := range d.conns {
-		if sc.tunnels < d.maxStreams() {
-			sc.tunnels++
-			return sc, nil
+	for {
+		d.mu.Lock()
+		d.conns = slices.DeleteFunc(d.conns, func(sc *sharedConn) bool { return sc.conn.Context().Err() != nil })
+		for _, sc := range d.conns {
+			if sc.tunnels < d.maxStreams() {
+				sc.tunnels++
+				d.mu.Unlock()
+				return sc, nil
+			}
+		}
+		if d.dialing == nil {
+			break // this call dials, with mu held
+		}
+		// Another call is dialing: its connection may have room.
+		dialing := d.dialing
+		d.mu.Unlock()
+		select {
+		case <-dialing:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("quic: dial %s: %w", d.Address, ctx.Err())
 		}
 	}
 	if d.tlsCf == nil {
@@ -330,11 +344,21 @@ func (d *Dialer) acquire(ctx context.Context) (*sharedConn, error) {
 		d.tlsCf = cfg
 		d.tr = &http3.Transport{}
 	}
-	conn, err := quicgo.DialAddrEarly(ctx, d.Address, d.tlsCf, &quicgo.Config{KeepAlivePeriod: 20 * time.Second, MaxIdleTimeout: 2 * time.Minute})
+	dialing := make(chan struct{})
+	d.dialing = dialing
+	tlsCf, tr := d.tlsCf, d.tr
+	// The handshake runs without mu, so that tunnels closing meanwhile
+	// (release) do not wait for it.
+	d.mu.Unlock()
+	conn, err := quicgo.DialAddrEarly(ctx, d.Address, tlsCf, &quicgo.Config{KeepAlivePeriod: 20 * time.Second, MaxIdleTimeout: 2 * time.Minute})
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.dialing = nil
+	close(dialing)
 	if err != nil {
 		return nil, fmt.Errorf("quic: dial %s: %w", d.Address, err)
 	}
-	sc := &sharedConn{conn: conn, h3: d.tr.NewClientConn(conn), tunnels: 1}
+	sc := &sharedConn{conn: conn, h3: tr.NewClientConn(conn), tunnels: 1}
 	d.conns = append(d.conns, sc)
 	return sc, nil
 }
