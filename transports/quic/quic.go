@@ -364,8 +364,8 @@ func (d *Dialer) acquire(ctx context.Context) (*sharedConn, error) {
 }
 
 // release gives back a tunnel's place on sc. A connection left with no
-// tunnels is closed when another live one can take the next tunnel, so a
-// burst's extra connections do not outlive it.
+// tunnels is closed while another is open, so a burst's extra connections
+// do not outlive it.
 func (d *Dialer) release(sc *sharedConn) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
