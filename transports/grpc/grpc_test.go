@@ -23,6 +23,7 @@ import (
 
 	"golang.org/x/net/http2"
 
+	"github.com/portico-gw/portico/internal/bufpool"
 	"github.com/portico-gw/portico/transports/rawtls"
 )
 
@@ -735,5 +736,47 @@ func TestRawTLSConfig(t *testing.T) {
 	defer c.Close()
 	if err := exchange(c, 64<<10, 10); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRelayChunkOneMessage: a relay's 32 KiB chunk with a protocol's
+// framing around it (a VMess chunk sequence, an AnyTLS frame: up to
+// bufpool's room past LargeChunk) is written as one gRPC message, not as a
+// full one and another of a few bytes; a longer write is split.
+func TestRelayChunkOneMessage(t *testing.T) {
+	for _, tc := range []struct {
+		size, messages int
+	}{
+		{bufpool.LargeChunk + 36, 1}, // a VMess aes-128-gcm sealing of 32 KiB
+		{bufpool.LargeChunk + 7, 1},  // an AnyTLS frame of 32 KiB
+		{maxChunk, 1},
+		{maxChunk + 1, 2},
+	} {
+		t.Run(fmt.Sprint(tc.size), func(t *testing.T) {
+			ts := serve(t, &Handler{ServiceName: "svc", Serve: func(conn net.Conn, r *http.Request) {
+				io.Copy(io.Discard, conn)
+				conn.Write(make([]byte, tc.size))
+			}}, true)
+			got, _ := rawCall(t, ts, "/svc/Tun", nil)
+			n, total := 0, 0
+			for len(got) > 0 {
+				msg, used, err := readFrame(got, DefaultMaxMessageSize)
+				if err != nil {
+					t.Fatal(err)
+				}
+				segs, err := appendHunkData(nil, msg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, s := range segs {
+					total += len(s)
+				}
+				n++
+				got = got[used:]
+			}
+			if n != tc.messages || total != tc.size {
+				t.Errorf("%d bytes went as %d messages carrying %d, want %d", tc.size, n, total, tc.messages)
+			}
+		})
 	}
 }

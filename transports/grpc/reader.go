@@ -10,10 +10,14 @@ import (
 )
 
 // maxChunk is the most data one written message carries: a longer Write
-// is sent as several messages. It keeps every message we send well under
-// any peer's receive limit, and within a pooled buffer here with its
-// framing.
-const maxChunk = bufpool.LargeChunk
+// is sent as several messages. It is a pooled large buffer less the
+// message's own framing, so that a relay chunk with a protocol's framing
+// around it (VMess's chunk lengths and tags, AnyTLS's frame header: what
+// the buffer's room past bufpool.LargeChunk is for) goes as one message,
+// not as a full one and another of a few bytes, each a round through
+// HTTP/2's goroutines. It stays far under any peer's receive limit (gRPC's
+// default is 4 MiB).
+const maxChunk = bufpool.LargeSize - maxHunkHeader
 
 var _ [bufpool.LargeSize - maxChunk - maxHunkHeader]struct{} // a message fits a pooled buffer
 
