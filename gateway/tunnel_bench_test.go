@@ -12,8 +12,8 @@ import (
 )
 
 // BenchmarkTunnelSetup opens one tunnel per iteration through Portico's
-// client outbound and the embedded default server, over raw TLS, with a
-// 1-byte echo, and closes it: the in-process cost of a new tunnel (both
+// client outbound and the embedded default server, over raw TLS and over
+// WebSocket (with the links' early data), with a 1-byte echo, and closes it: the in-process cost of a new tunnel (both
 // sides, the TLS handshake included), with its allocations.
 //
 //	go test -run XX -bench TunnelSetup -benchmem ./gateway
@@ -50,7 +50,7 @@ func BenchmarkTunnelSetup(b *testing.B) {
 		b.Fatal(err)
 	}
 	for _, l := range ls {
-		if l.Transport != "tcp" || l.Version == 1 || l.Protocol == "anytls" {
+		if (l.Transport != "tcp" && l.Transport != "ws") || l.Version == 1 || l.Protocol == "anytls" {
 			continue
 		}
 		if l.Protocol == "vmess" {
@@ -65,7 +65,7 @@ func BenchmarkTunnelSetup(b *testing.B) {
 			b.Fatal(err)
 		}
 		out := outs[def]
-		b.Run(l.Protocol, func(b *testing.B) { benchTunnels(b, out, dst) })
+		b.Run(l.Protocol+"/"+l.Transport, func(b *testing.B) { benchTunnels(b, out, dst) })
 	}
 }
 
