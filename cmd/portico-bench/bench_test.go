@@ -49,6 +49,9 @@ func TestBenchSmall(t *testing.T) {
 	if res.Partial || res.Error != "" {
 		t.Fatalf("partial = %v, error = %q", res.Partial, res.Error)
 	}
+	if res.Settings.Rounds != 1 {
+		t.Fatalf("rounds = %d, want the 1 of -repeat", res.Settings.Rounds)
+	}
 	if len(res.Rows) != len(rows) {
 		t.Fatalf("%d rows, want %v", len(res.Rows), rows)
 	}
@@ -115,5 +118,36 @@ func TestMedian(t *testing.T) {
 	f.add(10)
 	if f.Median != 4 {
 		t.Fatalf("median of 5, 1, 3, 10 = %v", f.Median)
+	}
+}
+
+func TestRoundFits(t *testing.T) {
+	for _, c := range []struct {
+		left, longest time.Duration
+		want          bool
+	}{
+		{left: 5 * time.Minute, longest: 2 * time.Minute, want: true},
+		{left: 2*time.Minute + 22*time.Second, longest: 2 * time.Minute, want: true},
+		{left: 2*time.Minute + 21*time.Second, longest: 2 * time.Minute, want: false}, // 10 % and the reserve do not fit
+		{left: 2 * time.Minute, longest: 2 * time.Minute, want: false},
+		{left: 9 * time.Second, longest: 0, want: false}, // less than the reserve for writing results
+		{left: -time.Second, longest: time.Second, want: false},
+	} {
+		if got := roundFits(c.left, c.longest); got != c.want {
+			t.Errorf("roundFits(left %v, longest %v) = %v, want %v", c.left, c.longest, got, c.want)
+		}
+	}
+}
+
+func TestMarkdownSaysRoundsRun(t *testing.T) {
+	res := &results{Settings: settings{BulkBytes: 1 << 20, Repeat: 3, Rounds: 2, TimeoutSecond: 540}}
+	md := markdown(res)
+	if !strings.Contains(md, "Each figure is the median of 2 runs") ||
+		!strings.Contains(md, "not the 3 of -repeat: round 3 would not have ended within -timeout, 540 s") {
+		t.Fatalf("results.md does not say that 2 of 3 rounds ran:\n%s", md)
+	}
+	res.Settings.Rounds = 3
+	if md := markdown(res); !strings.Contains(md, "median of 3 runs") || strings.Contains(md, "-repeat") {
+		t.Fatalf("results.md of a whole run:\n%s", md)
 	}
 }

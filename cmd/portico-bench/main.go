@@ -62,10 +62,14 @@
 // default bulk size is 256 MiB per figure rather than the issue's 1 GiB:
 // each row moves 4 figures × 3 runs of it, and at 1 GiB the 23 rows would
 // take about 13 minutes on a 2-core machine, where 256 MiB keeps the whole
-// run near 6 minutes (measured: 321–341 s over five runs), inside the 10 the issue allows.
-// Pass -bulk 1GiB (and a longer -timeout) for the issue's size. After -timeout every child is
-// killed and the results so far are written, marked partial; a failed bulk
-// run is recorded and the row goes on.
+// run at 6–8 minutes (measured: 321–341 s over five runs, 471–498 s on a
+// slower day of the same machine), inside the 10 the issue allows. Pass
+// -bulk 1GiB (and a longer -timeout) for the issue's size. A round starts
+// only if, at the pace of the longest round so far, it ends before
+// -timeout; otherwise the figures are the medians of the rounds run, and
+// results.md says so. After -timeout every child is killed and the
+// results so far are written, marked partial; a failed bulk run is
+// recorded and the row goes on.
 package main
 
 import (

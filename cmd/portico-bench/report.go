@@ -15,9 +15,15 @@ func markdown(res *results) string {
 	fmt.Fprintf(&b, "Machine: %s, %d cores, Linux %s; bench %s, portico %s built with %s; %s; %s.\n\n",
 		m.CPU, m.Cores, m.Kernel, m.GoVersion, orNA(m.Revision, "(revision unknown)"), m.Portico, orNA(m.V2Ray, "v2ray n/a"), m.Date)
 	s := res.Settings
+	if s.Rounds == 0 { // no tunnels or bulk phase, or results.json from before rounds were counted
+		s.Rounds = s.Repeat
+	}
 	fmt.Fprintf(&b, "Each figure is the median of %d runs: bulk %s per figure (split over the streams), "+
 		"%d sequential tunnels and %d tunnels %d at a time per run; idle: %d tunnels held open once per row on fresh processes. "+
-		"The whole run took %.0f s", s.Repeat, sizeText(s.BulkBytes), s.SeqTunnels, s.ConcTunnels, s.Concurrency, s.IdleTunnels, res.Seconds)
+		"The whole run took %.0f s", s.Rounds, sizeText(s.BulkBytes), s.SeqTunnels, s.ConcTunnels, s.Concurrency, s.IdleTunnels, res.Seconds)
+	if s.Rounds < s.Repeat {
+		fmt.Fprintf(&b, " (not the %d of -repeat: round %d would not have ended within -timeout, %d s)", s.Repeat, s.Rounds+1, s.TimeoutSecond)
+	}
 	if res.Partial {
 		b.WriteString(" and stopped early: PARTIAL results")
 	}

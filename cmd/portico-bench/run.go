@@ -116,6 +116,7 @@ type results struct {
 type settings struct {
 	BulkBytes     int64 `json:"bulk_bytes"`
 	Repeat        int   `json:"repeat"`
+	Rounds        int   `json:"rounds"` // rounds run: fewer than Repeat when the next would not have ended before -timeout
 	SeqTunnels    int   `json:"sequential_tunnels"`
 	ConcTunnels   int   `json:"concurrent_tunnels"`
 	Concurrency   int   `json:"concurrency"`
@@ -255,7 +256,16 @@ func run(ctx context.Context, o options) (err error) {
 			return err
 		}
 	}
+	deadline, _ := ctx.Deadline()
+	var longestRound time.Duration
 	for round := 1; round <= o.repeat && (o.phases["tunnels"] || o.phases["bulk"]); round++ {
+		if round > 1 && !roundFits(time.Until(deadline), longestRound) {
+			fmt.Fprintf(os.Stderr, "portico-bench: rounds %d-%d skipped: the longest round took %.0f s and %.0f s of -timeout are left\n",
+				round, o.repeat, longestRound.Seconds(), time.Until(deadline).Seconds())
+			break
+		}
+		roundStart := time.Now()
+		res.Settings.Rounds = round
 		for i, s := range specs {
 			st := setups[i]
 			if st == nil || ctx.Err() != nil {
@@ -281,6 +291,7 @@ func run(ctx context.Context, o options) (err error) {
 				return err
 			}
 		}
+		longestRound = max(longestRound, time.Since(roundStart))
 	}
 	for _, st := range setups {
 		if st != nil {
@@ -289,6 +300,19 @@ func run(ctx context.Context, o options) (err error) {
 		}
 	}
 	return nil
+}
+
+// roundEndReserve is the time kept, after the last round, for stopping
+// the children and writing the results.
+const roundEndReserve = 10 * time.Second
+
+// roundFits says whether another round, taking up to a tenth longer than
+// the longest so far (rounds vary with the machine's load), ends with
+// roundEndReserve to spare in the time left: a run that would overrun its
+// -timeout takes the medians of fewer rounds rather than lose the rows a
+// cut-off round has not reached.
+func roundFits(left, longest time.Duration) bool {
+	return left >= longest+longest/10+roundEndReserve
 }
 
 // rowFailed records err on r; unless it is a failed bulk run (the row goes
