@@ -5,7 +5,7 @@ GO ?= go
 CODEC_PKGS := ./protocols ./protocols/links ./protocols/vless ./protocols/anytls ./protocols/vmess ./wasm/api
 # Packages with allocation and memory tests (TestXxxAllocs…, TestXxxMemory), run
 # without -race (which distorts both).
-ALLOC_PKGS := ./gateway ./internal/readwait ./internal/bufpool ./transports/ws ./protocols/vmess ./protocols/vmess/internal/vmessconn ./protocols/vmess/vmessserver ./protocols/anytls/session
+ALLOC_PKGS := ./gateway ./internal/readwait ./internal/bufpool ./transports/ws ./protocols/vless/internal/v1io ./protocols/vmess ./protocols/vmess/internal/vmessconn ./protocols/vmess/vmessserver ./protocols/anytls/session
 
 .PHONY: test peers vet race allocs norace wasm fuzz-short fuzz build soak bench
 

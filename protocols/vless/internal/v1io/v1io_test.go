@@ -116,3 +116,47 @@ func TestReaderSkipAndReadMsg(t *testing.T) {
 		t.Fatalf("ReadMsg of an endless message = %v, want ErrTooLong", err)
 	}
 }
+
+// sink keeps the last carrier write in a buffer it reuses.
+type sink struct{ last []byte }
+
+func (s *sink) Write(p []byte) (int, error) {
+	s.last = append(s.last[:0], p...)
+	return len(p), nil
+}
+
+// TestChunkPathAllocs: in steady state a relay chunk (32 KiB) framed on
+// the way out and deframed on the way in allocates nothing. The framed
+// bytes are the layout of docs/protocols/vless-v1.md: a 2-byte big-endian
+// length, then the data.
+func TestChunkPathAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are meaningless under -race (sync.Pool drops buffers on purpose); make test runs this without it")
+	}
+	chunk := bytes.Repeat([]byte{0xA5}, bufpool.LargeChunk)
+	var out sink
+	f := &Framer{W: &out}
+	if n, err := f.Write(nil, chunk); n != len(chunk) || err != nil {
+		t.Fatalf("Write = %d, %v", n, err)
+	}
+	want := append([]byte{byte(len(chunk) >> 8), byte(len(chunk))}, chunk...)
+	if !bytes.Equal(out.last, want) {
+		t.Fatalf("framed %d bytes, not length then data", len(out.last))
+	}
+	if a := testing.AllocsPerRun(100, func() { f.Write(nil, chunk) }); a != 0 {
+		t.Errorf("Framer.Write of a relay chunk: %v allocations, want 0", a)
+	}
+
+	wire := bytes.NewReader(want)
+	r := NewReader(wire, 4096)
+	p := make([]byte, len(chunk))
+	if a := testing.AllocsPerRun(100, func() {
+		wire.Reset(want)
+		d := Deframer{R: r}
+		if n, err := d.Read(p); n != len(chunk) || err != nil {
+			t.Fatalf("Deframer.Read = %d, %v", n, err)
+		}
+	}); a != 0 {
+		t.Errorf("Deframer.Read of a relay chunk: %v allocations, want 0", a)
+	}
+}
