@@ -151,3 +151,28 @@ func TestMarkdownSaysRoundsRun(t *testing.T) {
 		t.Fatalf("results.md of a whole run:\n%s", md)
 	}
 }
+
+// TestBadFlags: a flag that cannot make a run is refused in one line
+// before anything starts (no output directory, no children).
+func TestBadFlags(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "out")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-timeout", "0"}, "-timeout 0s: must be positive"},
+		{[]string{"-timeout", "-5s"}, "-timeout -5s: must be positive"},
+		{[]string{"-repeat", "0"}, "must be positive"},
+		{[]string{"-bulk", "lots"}, `-bulk: bad size "lots"`},
+		{[]string{"-phases", "idle,speed"}, `unknown measurement "speed"`},
+		{[]string{"-rows", "[x"}, "syntax error in pattern"},
+	} {
+		err := benchMain(append([]string{"-out", out}, c.args...))
+		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%v: error %v, want one line containing %q", c.args, err, c.want)
+		}
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("a refused run made its output directory (%v)", err)
+	}
+}

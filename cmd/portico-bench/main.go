@@ -147,6 +147,9 @@ func benchMain(args []string) error {
 	if o.repeat < 1 || o.seq < 1 || o.concTotal < 1 || o.concurrency < 1 || o.idle < 1 {
 		return errors.New("-repeat, -tunnels, -conc-tunnels, -concurrency and -idle must be positive")
 	}
+	if o.timeout <= 0 {
+		return fmt.Errorf("-timeout %v: must be positive (it bounds the whole run)", o.timeout)
+	}
 	if rows != "" {
 		for _, r := range strings.Split(rows, ",") {
 			if r = strings.TrimSpace(r); r != "" {
