@@ -88,11 +88,9 @@ import (
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "tlsrelay" {
-		if err := tlsRelayMain(os.Args[2:]); err != nil {
-			fmt.Fprintln(os.Stderr, "portico-bench tlsrelay:", err)
-			os.Exit(1)
-		}
-		return
+		// It serves until killed: it returns only to fail.
+		fmt.Fprintln(os.Stderr, "portico-bench tlsrelay:", tlsRelayMain(os.Args[2:]))
+		os.Exit(1)
 	}
 	if err := benchMain(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "portico-bench:", err)

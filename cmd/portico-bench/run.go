@@ -24,7 +24,6 @@ type rowSpec struct {
 	Kind      string // "floor", "floor-nohop", "direct", "portico", "v2ray"
 	Protocol  string // "vless", "vless-v1", "vmess", "anytls"
 	Transport string // "tcp" (raw TLS), "ws", "httpupgrade", "grpc", "quic"
-	link      string
 }
 
 // figure is a median and the runs it came from.

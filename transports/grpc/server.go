@@ -197,7 +197,6 @@ type serverConn struct {
 	fr  frameReader
 
 	wmu sync.Mutex // serializes Writes
-	hdr [maxHunkHeader]byte
 
 	// ctl guards every use of rc from other goroutines (deadline aborts,
 	// Close) against the end of the handler, after which rc and w must
