@@ -29,6 +29,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/portico-gw/portico/internal/nettest"
+	"github.com/portico-gw/portico/internal/raceflag"
 	"github.com/portico-gw/portico/protocols"
 	"github.com/portico-gw/portico/protocols/anytls"
 	"github.com/portico-gw/portico/protocols/vmess"
@@ -485,7 +486,7 @@ func TestProbeTiming(t *testing.T) {
 		{"vless unknown uuid + CRLF", probeWithCRLF(probeVlessHeader(0, unknown, 1, 80)), 200},
 		{"random 100 with a newline", rnd, 200},
 	}
-	if raceEnabled {
+	if raceflag.Enabled {
 		cases = cases[:1] // the race detector makes TLS handshakes slow: one case keeps the suite short
 	}
 	ttfb := func(addr string, b []byte) (time.Duration, error) {

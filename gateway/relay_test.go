@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portico-gw/portico/internal/raceflag"
 	"github.com/portico-gw/portico/internal/readwait"
 )
 
@@ -179,7 +180,7 @@ func (c *nopCounter) Add(up, down int64) { c.up.Add(up); c.down.Add(down) }
 // TestRelayZeroAllocsPerChunk: a relay's allocations do not grow with the
 // number of chunks it copies (only its fixed set-up cost remains).
 func TestRelayZeroAllocsPerChunk(t *testing.T) {
-	if raceEnabled {
+	if raceflag.Enabled {
 		t.Skip("allocation counts are meaningless under -race; make test runs this without it")
 	}
 	measure := func(chunks int) float64 {
@@ -236,7 +237,7 @@ func TestRelayGraceWithoutHalfClose(t *testing.T) {
 // waits for readability without a buffer and takes a pooled one per read,
 // a chunk still costs no allocation.
 func TestRelayTCPZeroAllocsPerChunk(t *testing.T) {
-	if raceEnabled {
+	if raceflag.Enabled {
 		t.Skip("allocation counts are meaningless under -race; make test runs this without it")
 	}
 	client, gwClient := tcpPair(t)
@@ -266,7 +267,7 @@ func TestRelayTCPZeroAllocsPerChunk(t *testing.T) {
 // buffer while both directions wait. 300 idle relays are measured against
 // the same sockets without relays.
 func TestIdleRelayMemory(t *testing.T) {
-	if raceEnabled {
+	if raceflag.Enabled {
 		t.Skip("heap figures are meaningless under -race; make test runs this without it")
 	}
 	const n = 300

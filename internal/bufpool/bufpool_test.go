@@ -1,6 +1,10 @@
 package bufpool
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/portico-gw/portico/internal/raceflag"
+)
 
 func TestSizesAndReuse(t *testing.T) {
 	s, l := Small(), Large()
@@ -19,7 +23,7 @@ func TestSizesAndReuse(t *testing.T) {
 }
 
 func TestZeroAllocs(t *testing.T) {
-	if raceEnabled {
+	if raceflag.Enabled {
 		t.Skip("allocation counts are meaningless under -race; make test runs this without it")
 	}
 	Put(Large())

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/portico-gw/portico/internal/raceflag"
 )
 
 func tcpPair(t *testing.T) (a, b *net.TCPConn) {
@@ -161,7 +163,7 @@ func TestWrappersAndOthers(t *testing.T) {
 
 func TestWaitZeroAllocs(t *testing.T) {
 	requirePoll(t)
-	if raceEnabled {
+	if raceflag.Enabled {
 		t.Skip("allocation counts are meaningless under -race; make test runs this without it")
 	}
 	a, b := tcpPair(t)

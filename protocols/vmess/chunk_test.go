@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/crypto/chacha20poly1305"
 
+	"github.com/portico-gw/portico/internal/raceflag"
 	"github.com/portico-gw/portico/protocols"
 )
 
@@ -397,7 +398,7 @@ func TestSessionRefusesBadOptions(t *testing.T) {
 // TestChunkZeroAllocsSteadyState: sealing into a reused buffer and
 // opening in place allocate nothing per chunk.
 func TestChunkZeroAllocsSteadyState(t *testing.T) {
-	if raceEnabled {
+	if raceflag.Enabled {
 		t.Skip("allocation counts are meaningless under -race; run without it")
 	}
 	payload := make([]byte, 8000)

@@ -20,6 +20,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/portico-gw/portico/internal/raceflag"
 	"github.com/portico-gw/portico/protocols"
 )
 
@@ -624,7 +625,7 @@ func TestKDFMatchesHMACChain(t *testing.T) {
 			t.Errorf("KDF(%q, %q) = %x, want %x", tc.key, tc.path, got, want)
 		}
 	}
-	if n := testing.AllocsPerRun(100, func() { KDF([]byte("0123456789abcdef"), LabelHeaderKey, "authid-16-bytes!", "nonce-8b") }); n != 0 && !raceEnabled {
+	if n := testing.AllocsPerRun(100, func() { KDF([]byte("0123456789abcdef"), LabelHeaderKey, "authid-16-bytes!", "nonce-8b") }); n != 0 && !raceflag.Enabled {
 		t.Errorf("KDF allocates %v times", n)
 	}
 }

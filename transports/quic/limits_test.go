@@ -141,7 +141,7 @@ func TestMoreTunnelsThanOneConnectionCarries(t *testing.T) {
 	d := f.dialer("/t")
 	d.MaxStreams = limit
 	// No session tickets, so no 0-RTT: the connections after the first
-	// would otherwise trip quic-go's own race under -race (see raceEnabled).
+	// would otherwise trip quic-go's own race under -race (the 0-RTT tests in quic_test.go skip under -race for it).
 	d.TLS.ClientSessionCache = noTickets{}
 	defer d.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

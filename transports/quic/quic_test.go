@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go/http3"
+
+	"github.com/portico-gw/portico/internal/raceflag"
 )
 
 func testCert(t *testing.T) (tls.Certificate, *x509.CertPool) {
@@ -158,7 +160,7 @@ func TestWrongPathGetsTheSite(t *testing.T) {
 }
 
 func TestZeroRTTOnReconnect(t *testing.T) {
-	if raceEnabled {
+	if raceflag.Enabled {
 		t.Skip("0-RTT trips quic-go's own data race (#4303); make norace runs this")
 	}
 	f := start(t)
@@ -281,7 +283,7 @@ func newUDPRecorder(t *testing.T, server string) *udpRecorder {
 // replayed request would be served again (and its payload re-sent to the
 // target).
 func TestZeroRTTReplayGetsNoTunnel(t *testing.T) {
-	if raceEnabled {
+	if raceflag.Enabled {
 		t.Skip("0-RTT trips quic-go's own data race (#4303); make norace runs this")
 	}
 	f := start(t)

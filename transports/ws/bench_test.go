@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"testing"
+
+	"github.com/portico-gw/portico/internal/raceflag"
 )
 
 const benchMsg = 16 << 10
@@ -140,7 +142,7 @@ func (discard) Write(p []byte) (int, error) { return len(p), nil }
 // TestFramesZeroAllocs: writing and reading a message costs no allocation
 // on either side.
 func TestFramesZeroAllocs(t *testing.T) {
-	if raceEnabled {
+	if raceflag.Enabled {
 		t.Skip("allocation counts are meaningless under -race; make test runs this without it")
 	}
 	msg := make([]byte, benchMsg)

@@ -17,6 +17,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/portico-gw/portico/internal/raceflag"
 	"github.com/portico-gw/portico/protocols"
 	"github.com/portico-gw/portico/protocols/anytls"
 	"github.com/portico-gw/portico/protocols/anytls/internal/anytlstest"
@@ -684,7 +685,7 @@ func TestReadTarget(t *testing.T) {
 // data waits. The figure is logged (run with -v); the bound keeps a change
 // that held buffers while idle from passing unseen.
 func TestIdleStreamMemory(t *testing.T) {
-	if raceEnabled {
+	if raceflag.Enabled {
 		t.Skip("the race detector's shadow memory makes heap figures meaningless")
 	}
 	var accepted atomic.Int32
@@ -727,7 +728,7 @@ func TestIdleStreamMemory(t *testing.T) {
 // back from the server's echo costs no allocation, either side, once the
 // pools are warm. (Over TLS, crypto/tls adds one small one per record.)
 func TestStreamZeroAllocs(t *testing.T) {
-	if raceEnabled {
+	if raceflag.Enabled {
 		t.Skip("allocation counts are meaningless under -race; make test runs this without it")
 	}
 	p := pair(t, ServerConfig{Accept: echo}, ClientConfig{Padding: noShaping(t)})

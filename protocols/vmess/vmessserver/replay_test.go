@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/portico-gw/portico/internal/raceflag"
 	"github.com/portico-gw/portico/protocols/vmess"
 )
 
@@ -152,7 +153,7 @@ func TestLegacyTableWindow(t *testing.T) {
 // connection goes to the decoy) until AuthIDs expire, and never forgets a
 // live one to make room.
 func TestReplayFloodMemory(t *testing.T) {
-	if raceEnabled {
+	if raceflag.Enabled {
 		t.Skip("the race detector's shadow memory makes heap figures meaningless")
 	}
 	heap := func() uint64 {

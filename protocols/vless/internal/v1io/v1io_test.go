@@ -8,6 +8,7 @@ import (
 	"testing/iotest"
 
 	"github.com/portico-gw/portico/internal/bufpool"
+	"github.com/portico-gw/portico/internal/raceflag"
 	"github.com/portico-gw/portico/protocols"
 	"github.com/portico-gw/portico/protocols/vless"
 )
@@ -130,7 +131,7 @@ func (s *sink) Write(p []byte) (int, error) {
 // bytes are the layout of docs/protocols/vless-v1.md: a 2-byte big-endian
 // length, then the data.
 func TestChunkPathAllocs(t *testing.T) {
-	if raceEnabled {
+	if raceflag.Enabled {
 		t.Skip("allocation counts are meaningless under -race (sync.Pool drops buffers on purpose); make test runs this without it")
 	}
 	chunk := bytes.Repeat([]byte{0xA5}, bufpool.LargeChunk)

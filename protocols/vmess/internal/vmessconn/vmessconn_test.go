@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"testing"
 
+	"github.com/portico-gw/portico/internal/raceflag"
 	"github.com/portico-gw/portico/protocols/vmess"
 )
 
@@ -52,7 +53,7 @@ func endpoints(t testing.TB, sec vmess.Security, opts vmess.Option) (*Writer, *R
 // TestChunkZeroAllocsConn: a Write of 32 KiB and the Reads that take it
 // back allocate nothing once the buffers have grown.
 func TestChunkZeroAllocsConn(t *testing.T) {
-	if raceEnabled {
+	if raceflag.Enabled {
 		t.Skip("allocation counts are meaningless under -race; run without it")
 	}
 	for _, c := range []struct {
@@ -202,7 +203,7 @@ func TestReadReturnsChunksAtHand(t *testing.T) {
 // TestIdleReaderMemory: readers that have returned everything and wait
 // for more hold no buffer.
 func TestIdleReaderMemory(t *testing.T) {
-	if raceEnabled {
+	if raceflag.Enabled {
 		t.Skip("heap figures are meaningless under -race; make test runs this without it")
 	}
 	const n = 200

@@ -1,5 +1,0 @@
-//go:build !race
-
-package readwait
-
-const raceEnabled = false

@@ -1,6 +1,0 @@
-//go:build race
-
-package session
-
-// raceEnabled: the race detector distorts heap figures.
-const raceEnabled = true

@@ -1,5 +1,0 @@
-//go:build !race
-
-package vmessconn
-
-const raceEnabled = false

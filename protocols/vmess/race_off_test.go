@@ -1,5 +1,0 @@
-//go:build !race
-
-package vmess
-
-const raceEnabled = false

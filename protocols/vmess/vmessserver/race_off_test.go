@@ -1,5 +1,0 @@
-//go:build !race
-
-package vmessserver
-
-const raceEnabled = false

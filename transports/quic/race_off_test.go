@@ -1,5 +1,0 @@
-//go:build !race
-
-package quic
-
-const raceEnabled = false
