@@ -146,6 +146,11 @@ func TestMarkdownSaysRoundsRun(t *testing.T) {
 		!strings.Contains(md, "not the 3 of -repeat: round 3 would not have ended within -timeout, 540 s") {
 		t.Fatalf("results.md does not say that 2 of 3 rounds ran:\n%s", md)
 	}
+	res.Partial = true // cut by -timeout inside round 2: that, not a skipped round, is what it says
+	if md := markdown(res); strings.Contains(md, "-repeat") || !strings.Contains(md, "PARTIAL") {
+		t.Fatalf("results.md of a run cut short:\n%s", md)
+	}
+	res.Partial = false
 	res.Settings.Rounds = 3
 	if md := markdown(res); !strings.Contains(md, "median of 3 runs") || strings.Contains(md, "-repeat") {
 		t.Fatalf("results.md of a whole run:\n%s", md)

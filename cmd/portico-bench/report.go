@@ -21,7 +21,7 @@ func markdown(res *results) string {
 	fmt.Fprintf(&b, "Each figure is the median of %d runs: bulk %s per figure (split over the streams), "+
 		"%d sequential tunnels and %d tunnels %d at a time per run; idle: %d tunnels held open once per row on fresh processes. "+
 		"The whole run took %.0f s", s.Rounds, sizeText(s.BulkBytes), s.SeqTunnels, s.ConcTunnels, s.Concurrency, s.IdleTunnels, res.Seconds)
-	if s.Rounds < s.Repeat {
+	if s.Rounds < s.Repeat && !res.Partial { // a partial run says so below
 		fmt.Fprintf(&b, " (not the %d of -repeat: round %d would not have ended within -timeout, %d s)", s.Repeat, s.Rounds+1, s.TimeoutSecond)
 	}
 	if res.Partial {
