@@ -970,16 +970,14 @@ func (s *Session) writeData(st *Stream, p []byte) error {
 	return err
 }
 
-// release is called once per stream, when it is off the wire and closed by
-// its user.
-func (s *Session) release() {
+// release frees a stream's slot under MaxStreams, once per stream, when it
+// is off the wire and closed by its user. It reports whether the session
+// has no stream left; the caller then calls onIdle, without locks held.
+func (s *Session) release() (idle bool) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.live--
-	idle := s.live == 0 && !s.IsClosed()
-	s.mu.Unlock()
-	if idle && s.onIdle != nil {
-		s.onIdle(s)
-	}
+	return s.live == 0 && !s.IsClosed()
 }
 
 // remove takes st off the wire; it reports whether st was on it.

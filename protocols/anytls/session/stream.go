@@ -379,9 +379,6 @@ func (st *Stream) shutdown(kind shutdownKind, err error) {
 	st.goneOnce.Do(func() { close(st.gone) })
 	notify(st.readable)
 	notify(st.space)
-	if fin {
-		s.queueFrame(anytls.CmdFIN, st.id, nil)
-	}
 	s.remove(st)
 	st.mu.Lock()
 	st.offWire = true
@@ -390,10 +387,20 @@ func (st *Stream) shutdown(kind shutdownKind, err error) {
 		st.released = true
 	}
 	st.mu.Unlock()
+	idle := false
 	if release {
 		st.rdl.stop()
 		st.wdl.stop()
-		s.release()
+		idle = s.release()
+	}
+	// The stream's slot is free before its cmdFIN leaves: a peer that
+	// opens a stream as soon as it reads the cmdFIN finds room under
+	// MaxStreams.
+	if fin {
+		s.queueFrame(anytls.CmdFIN, st.id, nil)
+	}
+	if idle && s.onIdle != nil {
+		s.onIdle(s)
 	}
 }
 
