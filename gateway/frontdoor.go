@@ -158,12 +158,15 @@ func NewSiteServer(h http.Handler, log *slog.Logger, headerTimeout, idle time.Du
 
 // Serve accepts connections on ln until Shutdown or an accept error.
 func (f *FrontDoor) Serve(ln net.Listener) error {
-	f.init(ln.Addr())
+	// init runs under mu, and not at all once closing: a Shutdown that comes
+	// before Serve gets going would otherwise read httpSrv while init writes
+	// it, and leave the HTTP server it did not see running.
 	f.mu.Lock()
 	if f.closing {
 		f.mu.Unlock()
 		return http.ErrServerClosed
 	}
+	f.init(ln.Addr())
 	f.ln = ln
 	f.mu.Unlock()
 	var backoff time.Duration
@@ -237,7 +240,10 @@ type LimitStats struct {
 
 // LimitStats returns the counters of the front door's limits.
 func (f *FrontDoor) LimitStats() LimitStats {
-	sl := f.slots.Stats()
+	f.mu.Lock()
+	slots := f.slots // set by Serve's init, which metrics may race
+	f.mu.Unlock()
+	sl := slots.Stats()
 	return LimitStats{Open: sl.Open, RefusedMax: sl.RefusedMax, RefusedPerIP: sl.RefusedPerIP, HandshakeTimeouts: f.timeouts.Load()}
 }
 
@@ -247,15 +253,15 @@ func (f *FrontDoor) LimitStats() LimitStats {
 func (f *FrontDoor) Shutdown(ctx context.Context) error {
 	f.mu.Lock()
 	f.closing = true
-	ln := f.ln
+	ln, srv := f.ln, f.httpSrv
 	f.mu.Unlock()
 	if ln != nil {
 		ln.Close()
 	}
-	if f.httpSrv == nil {
+	if srv == nil {
 		return nil
 	}
-	err := f.httpSrv.Shutdown(ctx)
+	err := srv.Shutdown(ctx)
 	done := make(chan struct{})
 	go func() { f.conns.Wait(); close(done) }()
 	select {
@@ -272,13 +278,13 @@ func (f *FrontDoor) Shutdown(ctx context.Context) error {
 func (f *FrontDoor) Close() error {
 	f.mu.Lock()
 	f.closing = true
-	ln := f.ln
+	ln, srv := f.ln, f.httpSrv
 	f.mu.Unlock()
 	if ln != nil {
 		ln.Close()
 	}
-	if f.httpSrv != nil {
-		return f.httpSrv.Close()
+	if srv != nil {
+		return srv.Close()
 	}
 	return nil
 }

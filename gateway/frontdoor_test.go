@@ -17,9 +17,12 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 
 	"github.com/portico-gw/portico/protocols"
 	"github.com/portico-gw/portico/protocols/tunnel"
@@ -269,4 +272,44 @@ func TestFrontDoorHandshakeDeadline(t *testing.T) {
 	if el := time.Since(start); el > 3*time.Second {
 		t.Fatalf("TCP client without TLS held for %v", el)
 	}
+}
+
+// TestShutdownRacingServe: a Shutdown that comes while Serve is still
+// getting going (Gateway.Start then Shutdown at once) stops everything
+// Serve started, whichever of the two wins, and the race detector sees no
+// unguarded field.
+func TestShutdownRacingServe(t *testing.T) {
+	ignore := goleak.IgnoreCurrent()
+	cert := testCert(t)
+	for i := range 200 {
+		f := &FrontDoor{
+			TLS:  &tls.Config{Certificates: []tls.Certificate{cert}},
+			HTTP: SiteHandler(BuiltinSite()),
+			Log:  slog.New(slog.DiscardHandler),
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		served := make(chan error, 1)
+		go func() { served <- f.Serve(ln) }()
+		if i%2 == 1 {
+			runtime.Gosched() // let Serve win some of the time
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := f.Shutdown(ctx); err != nil {
+			t.Fatalf("round %d: shutdown: %v", i, err)
+		}
+		cancel()
+		select {
+		case err := <-served:
+			if !errors.Is(err, http.ErrServerClosed) {
+				t.Fatalf("round %d: Serve returned %v; want http.ErrServerClosed", i, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("round %d: Serve still running 5 s after Shutdown", i)
+		}
+		ln.Close()
+	}
+	goleak.VerifyNone(t, ignore)
 }
