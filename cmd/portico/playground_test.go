@@ -178,6 +178,9 @@ func TestPlaygroundBrowser(t *testing.T) {
 	actx, acancel := chromedp.NewExecAllocator(ctx,
 		chromedp.ExecPath(browser),
 		chromedp.UserDataDir(t.TempDir()),
+		// Chromium puts its singleton socket in a directory of its own under
+		// TMPDIR and leaves it when it is killed; keep it in the test's.
+		chromedp.Env("TMPDIR="+t.TempDir()),
 		chromedp.Flag("headless", true),
 		chromedp.Flag("no-sandbox", true),
 		chromedp.Flag("disable-gpu", true),
