@@ -668,11 +668,17 @@ func TestDialErrors(t *testing.T) {
 	}
 }
 
-// BenchmarkTunnel moves 32 KiB writes one way through a tunnel over h2c
-// (client to server, or server to client), reading them at the other end.
+// BenchmarkTunnel moves 32 KiB writes one way through a tunnel over h2c or
+// TLS (client to server, or server to client), reading them at the other
+// end.
 func BenchmarkTunnel(b *testing.B) {
-	for _, dir := range []string{"up", "down"} {
-		b.Run(dir, func(b *testing.B) {
+	for _, bench := range []struct {
+		name    string
+		withTLS bool
+		dir     string
+	}{{"h2c/up", false, "up"}, {"h2c/down", false, "down"}, {"tls/up", true, "up"}, {"tls/down", true, "down"}} {
+		dir := bench.dir
+		b.Run(bench.name, func(b *testing.B) {
 			done := make(chan struct{})
 			ts := serve(b, &Handler{ServiceName: "svc", Serve: func(conn net.Conn, r *http.Request) {
 				if dir == "up" {
@@ -686,7 +692,7 @@ func BenchmarkTunnel(b *testing.B) {
 					}
 				}
 				<-done
-			}}, false)
+			}}, bench.withTLS)
 			d := ts.dialer("svc")
 			defer d.CloseIdleConnections()
 			c, err := d.DialConn(context.Background())
