@@ -45,7 +45,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"golang.org/x/net/http2"
 
 	"github.com/portico-gw/portico/protocols/anytls"
 	"github.com/portico-gw/portico/protocols/vless"
@@ -70,7 +69,7 @@ type oversizeEnv struct {
 	sink  *oversizeSink
 	junk  []byte // 16 MiB of 'a': header-safe filler without a line end, made once
 	lines []byte // 1 MiB of 1 KiB header lines, made once
-	h2    *http2.Transport
+	h2    *http.Transport
 }
 
 // oversizeSink counts the connections made to it and closes each.
@@ -138,7 +137,7 @@ func startOversizeEnv(t *testing.T) *oversizeEnv {
 		defer cancel()
 		client.Shutdown(ctx)
 	})
-	h2 := &http2.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}}}
+	h2 := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, Protocols: h2Only()}
 	t.Cleanup(h2.CloseIdleConnections)
 	return &oversizeEnv{g: g, st: st, id: uuid.MustParse(st.UUID), gw: g.Addr().String(), local: client.LocalAddrs()[0].String(),
 		sink: startOversizeSink(t), junk: bytes.Repeat([]byte{'a'}, 16<<20), h2: h2,
@@ -369,8 +368,15 @@ func oversizeCases() []oversizeCase {
 			run: func(t *testing.T, e *oversizeEnv, within time.Duration) {
 				hdr := append(append([]byte{0}, e.id[:]...), 255)
 				got, end := e.rawTLS(t, within, hdr, e.junk[:2*oversizeMiB])
-				if !bytes.HasPrefix(got, []byte("HTTP/1.1 431")) {
-					t.Errorf("answer %.60q [%s], want the site's 431", got, end)
+				// The site reads the bytes as a request line: 2 MiB of it
+				// is past its 1 MiB, unless the random UUID holds a line
+				// feed (1 run in about 17), which ends a malformed line.
+				want := "HTTP/1.1 431"
+				if bytes.IndexByte(hdr, '\n') >= 0 {
+					want = "HTTP/1.1 400"
+				}
+				if !bytes.HasPrefix(got, []byte(want)) {
+					t.Errorf("answer %.60q [%s], want the site's %s", got, end, want[9:])
 				}
 			}},
 		{name: "raw TLS, VLESS v1: padding length 65535 > MaxPadLen 16384, closed at once",
@@ -651,4 +657,11 @@ func TestOversizeHeaders(t *testing.T) {
 			t.Logf("ended after %v, %.2f MiB allocated", el.Round(time.Millisecond), float64(alloc)/oversizeMiB)
 		})
 	}
+}
+
+// h2Only makes an http.Transport speak HTTP/2 alone over TLS.
+func h2Only() *http.Protocols {
+	p := new(http.Protocols)
+	p.SetHTTP2(true)
+	return p
 }
