@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/portico-gw/portico/internal/raceflag"
 	"github.com/portico-gw/portico/protocols/vless/internal/vlesstest"
 	"github.com/portico-gw/portico/protocols/vless/vlessclient"
 )
@@ -75,7 +76,7 @@ func TestInteropV2RayServer(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer conn.Close()
-			conn.SetDeadline(time.Now().Add(40 * time.Second))
+			conn.SetDeadline(time.Now().Add(raceflag.Deadline(40 * time.Second)))
 			start := time.Now()
 			if err := vlesstest.Exchange(conn, interopSize, 12); err != nil {
 				t.Fatalf("%v\nv2ray log:\n%s", err, v2.Log())

@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/portico-gw/portico/internal/raceflag"
 	"github.com/portico-gw/portico/protocols"
 	"github.com/portico-gw/portico/protocols/vless/internal/vlesstest"
 	"github.com/portico-gw/portico/protocols/vless/vlessserver"
@@ -75,7 +76,7 @@ func TestInteropV2RayClient(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer conn.Close()
-			conn.SetDeadline(time.Now().Add(40 * time.Second))
+			conn.SetDeadline(time.Now().Add(raceflag.Deadline(40 * time.Second)))
 			start := time.Now()
 			if err := vlesstest.Exchange(conn, interopSize, 11); err != nil {
 				t.Fatalf("%v\nServeConn: %v", err, drain(errs))

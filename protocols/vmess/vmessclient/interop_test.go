@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/portico-gw/portico/internal/raceflag"
 	"github.com/portico-gw/portico/protocols"
 	"github.com/portico-gw/portico/protocols/vmess/internal/vmesstest"
 	"github.com/portico-gw/portico/protocols/vmess/vmessclient"
@@ -96,7 +97,7 @@ func TestInteropV2RayServer(t *testing.T) {
 				conn, attempts := dialChecked(t, c, echo)
 				retries += attempts - 1
 				defer conn.Close()
-				conn.SetDeadline(time.Now().Add(60 * time.Second))
+				conn.SetDeadline(time.Now().Add(raceflag.Deadline(60 * time.Second)))
 				began := time.Now()
 				if err := vmesstest.Exchange(conn, size, uint64(i*10+alter)); err != nil {
 					t.Fatalf("%v\nv2ray log:\n%s", err, v2.Log())

@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/portico-gw/portico/internal/raceflag"
 	"github.com/portico-gw/portico/protocols"
 	"github.com/portico-gw/portico/protocols/vmess/internal/vmesstest"
 	"github.com/portico-gw/portico/protocols/vmess/vmessserver"
@@ -113,7 +114,7 @@ func TestInteropV2RayClient(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer conn.Close()
-			conn.SetDeadline(time.Now().Add(60 * time.Second))
+			conn.SetDeadline(time.Now().Add(raceflag.Deadline(60 * time.Second)))
 			began := time.Now()
 			if err := vmesstest.Exchange(conn, size, uint64(i)); err != nil {
 				t.Fatalf("%v\nServeConn: %s\nv2ray log:\n%s", err, vmesstest.Drain(errs), v2.Log())
