@@ -16,8 +16,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/net/http2"
-
 	"github.com/portico-gw/portico/internal/tlsbatch"
 )
 
@@ -46,25 +44,40 @@ type Dialer struct {
 	UserAgent string
 
 	once sync.Once
-	t    *http2.Transport
+	t    *http.Transport
 }
+
+// alpnH2 is HTTP/2's ALPN protocol ID over TLS.
+const alpnH2 = "h2"
 
 // dialTimeout bounds connecting and the TLS handshake of a new HTTP/2
 // connection.
 const dialTimeout = 15 * time.Second
 
-func (d *Dialer) transport() *http2.Transport {
+func (d *Dialer) transport() *http.Transport {
 	d.once.Do(func() {
-		d.t = &http2.Transport{
-			AllowHTTP:       true, // h2c when TLS is nil
-			DialTLSContext:  func(ctx context.Context, _, _ string, _ *tls.Config) (net.Conn, error) { return d.dial(ctx) },
-			ReadIdleTimeout: 30 * time.Second, // ping a connection silent this long…
-			PingTimeout:     15 * time.Second, // …and drop it if the ping is not answered
+		// The Dialer does TLS itself (tlsbatch, ALPN checked), so to
+		// net/http every connection is prior-knowledge HTTP/2 over a plain
+		// net.Conn, as the front door's server sees it from the other side.
+		var protos http.Protocols
+		protos.SetUnencryptedHTTP2(true)
+		d.t = &http.Transport{
+			Protocols:       &protos,
+			DialContext:     func(ctx context.Context, _, _ string) (net.Conn, error) { return d.dial(ctx) },
 			IdleConnTimeout: 5 * time.Minute,
-			// Let the server send a 32 KiB message as one DATA frame, not
-			// two of HTTP/2's default 16 KiB: one round through its
-			// connection's goroutines less per message.
-			MaxReadFrameSize: 1 << 20,
+			// For HTTP/2 this bounds connections being dialed at once, not
+			// connections: tunnels that start together share the one being
+			// dialed instead of each dialing its own, and another is dialed
+			// once the server's stream limit is reached.
+			MaxConnsPerHost: 1,
+			HTTP2: &http.HTTP2Config{
+				SendPingTimeout: 30 * time.Second, // ping a connection silent this long…
+				PingTimeout:     15 * time.Second, // …and drop it if the ping is not answered
+				// Let the server send a 32 KiB message as one DATA frame,
+				// not two of HTTP/2's default 16 KiB: one round through its
+				// connection's goroutines less per message.
+				MaxReadFrameSize: 1 << 20,
+			},
 		}
 	})
 	return d.t
@@ -98,13 +111,13 @@ func (d *Dialer) dial(ctx context.Context) (net.Conn, error) {
 		}
 		cfg.ServerName = host
 	}
-	cfg.NextProtos = []string{http2.NextProtoTLS}
+	cfg.NextProtos = []string{alpnH2}
 	tc := tlsbatch.Client(raw, cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		raw.Close()
 		return nil, err
 	}
-	if p := tc.ConnectionState().NegotiatedProtocol; p != http2.NextProtoTLS {
+	if p := tc.ConnectionState().NegotiatedProtocol; p != alpnH2 {
 		tc.Close()
 		return nil, fmt.Errorf("server does not speak HTTP/2 over TLS (ALPN %q)", p)
 	}
@@ -119,11 +132,9 @@ func (d *Dialer) DialConn(ctx context.Context) (net.Conn, error) {
 	if d.Address == "" {
 		return nil, errors.New("grpc: Dialer has no Address")
 	}
-	scheme := "https"
-	if d.TLS == nil {
-		scheme = "http"
-	}
-	u, err := url.Parse(scheme + "://" + d.Address + requestPath(d.ServiceName, d.Multi))
+	// "http" even over TLS: the Dialer's own dial does the TLS (see
+	// transport).
+	u, err := url.Parse("http://" + d.Address + requestPath(d.ServiceName, d.Multi))
 	if err != nil {
 		return nil, fmt.Errorf("grpc: bad Address or ServiceName: %w", err)
 	}
@@ -200,7 +211,7 @@ type hostAddr string
 func (hostAddr) Network() string  { return "tcp" }
 func (a hostAddr) String() string { return string(a) }
 
-// clientConn is a tunnel on a gRPC call made by http2.Transport: writes go
+// clientConn is a tunnel on a gRPC call made by net/http's HTTP/2 transport: writes go
 // into the request body through a pipe, reads come from the response body.
 type clientConn struct {
 	pipe          *bodyPipe

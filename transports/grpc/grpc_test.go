@@ -21,8 +21,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/net/http2"
-
 	"github.com/portico-gw/portico/internal/bufpool"
 	"github.com/portico-gw/portico/transports/rawtls"
 )
@@ -84,6 +82,13 @@ func serve(t testing.TB, h http.Handler, withTLS bool) *testServer {
 	t.Cleanup(func() { hs.Close() })
 	ts.addr = ln.Addr().String()
 	return ts
+}
+
+// h2Only makes an http.Transport speak HTTP/2 alone over TLS.
+func h2Only() *http.Protocols {
+	p := new(http.Protocols)
+	p.SetHTTP2(true)
+	return p
 }
 
 func (ts *testServer) dialer(service string) *Dialer {
@@ -192,6 +197,70 @@ func TestSharedConnection(t *testing.T) {
 	}
 }
 
+// TestStreamLimit: tunnels beyond the server's HTTP/2 stream limit are not
+// held back: the Dialer opens another connection for them. Each tunnel
+// makes a round trip before the next opens: until a new connection's
+// SETTINGS arrive, net/http assumes a limit of 100 on it, and a stream the
+// server refuses after the tunnel's first bytes went out fails the tunnel
+// (see the package doc).
+func TestStreamLimit(t *testing.T) {
+	const limit, tunnels = 4, 10
+	ts := new(testServer)
+	srv := httptest.NewUnstartedServer(&Handler{ServiceName: "svc", Serve: echo})
+	srv.EnableHTTP2 = true
+	srv.Config.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: limit}
+	srv.Config.ConnState = func(c net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			ts.conns.Add(1)
+		}
+	}
+	srv.StartTLS()
+	defer srv.Close()
+	pool := x509.NewCertPool()
+	pool.AddCert(srv.Certificate())
+	ts.addr, ts.tls = srv.Listener.Addr().String(), &tls.Config{RootCAs: pool, ServerName: "example.com"}
+	d := ts.dialer("svc")
+	defer d.CloseIdleConnections()
+
+	// All tunnels are open at once before any ends.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conns := make([]net.Conn, tunnels)
+	for i := range conns {
+		c, err := d.DialConn(ctx)
+		if err != nil {
+			t.Fatalf("tunnel %d of %d (stream limit %d): %v", i+1, tunnels, limit, err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		conns[i] = c
+		var b [1]byte
+		if _, err := c.Write([]byte{1}); err != nil {
+			t.Fatalf("tunnel %d: %v", i, err)
+		}
+		if _, err := io.ReadFull(c, b[:]); err != nil {
+			t.Fatalf("tunnel %d: %v", i, err)
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, tunnels)
+	for i, c := range conns {
+		wg.Go(func() {
+			if err := exchange(c, 64<<10, uint64(i)); err != nil {
+				errs <- fmt.Errorf("tunnel %d: %w", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if n, want := ts.conns.Load(), int32(tunnels+limit-1)/limit; n != want {
+		t.Errorf("%d connections for %d tunnels at a stream limit of %d, want %d", n, tunnels, limit, want)
+	}
+}
+
 func TestPaths(t *testing.T) {
 	for _, tc := range []struct{ name, tun, multi, reqTun string }{
 		{"svc", "/svc/Tun", "/svc/TunMulti", "/svc/Tun"},
@@ -230,7 +299,7 @@ func TestNext(t *testing.T) {
 	s := new(site)
 	h := &Handler{ServiceName: "svc", Host: "example.com", Next: s, Serve: func(net.Conn, *http.Request) { served <- struct{}{} }}
 	ts := serve(t, h, true)
-	h2 := &http2.Transport{TLSClientConfig: ts.tls}
+	h2 := &http.Transport{TLSClientConfig: ts.tls, Protocols: h2Only()}
 	defer h2.CloseIdleConnections()
 	h1 := &http.Transport{TLSClientConfig: ts.tls} // HTTP/1.1 only: no ForceAttemptHTTP2
 	defer h1.CloseIdleConnections()
@@ -298,7 +367,7 @@ func TestNext(t *testing.T) {
 // response body and trailers.
 func rawCall(t *testing.T, ts *testServer, path string, body []byte) ([]byte, http.Header) {
 	t.Helper()
-	tr := &http2.Transport{TLSClientConfig: ts.tls}
+	tr := &http.Transport{TLSClientConfig: ts.tls, Protocols: h2Only()}
 	defer tr.CloseIdleConnections()
 	req, _ := http.NewRequest("POST", "https://"+ts.addr+path, bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/grpc")

@@ -6,8 +6,9 @@
 //
 // The server side is a [Handler], an http.Handler written against
 // net/http's HTTP/2 server (TLS or h2c) with hand-written framing — no
-// gRPC library. The client side is a [Dialer] over
-// golang.org/x/net/http2's Transport, a tunnel.ConnDialer.
+// gRPC library. The client side is a [Dialer] over net/http's HTTP/2
+// Transport (prior knowledge, over a TLS dial of its own), a
+// tunnel.ConnDialer.
 //
 // # Stream mapping
 //
@@ -26,6 +27,15 @@
 // fail; one that passes during a blocked read or a write the HTTP/2 layer
 // has taken in part ends the stream, since an HTTP/2 body cannot be read
 // or written on from the middle of an aborted call.
+//
+// # Connections
+//
+// A Dialer's tunnels share one HTTP/2 connection, and it dials another when
+// the server's stream limit is reached. Until a new connection's SETTINGS
+// arrive the client assumes a limit of 100 streams on it, so a burst that
+// opens more tunnels at once than a server's lower limit (below 100; this
+// package's server and gRPC's allow far more) gets the excess refused, and
+// those tunnels fail: a call whose body has started cannot be retried.
 package grpc
 
 import (
