@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/portico-gw/portico/protocols"
 	"github.com/portico-gw/portico/protocols/anytls/anytlsserver"
@@ -71,7 +72,7 @@ type metrics struct {
 // Go's runtime and process metrics). perUser adds per-user series.
 func (g *Gateway) NewMetricsRegistry(version string, perUser bool) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(g.newMetrics(version, perUser))
 	return reg
 }

@@ -26,7 +26,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
-	"golang.org/x/net/http2"
 
 	"github.com/portico-gw/portico/internal/nettest"
 	"github.com/portico-gw/portico/internal/raceflag"
@@ -364,7 +363,7 @@ func probeGunMessage(data []byte) []byte {
 func TestProbeGRPCWrongKey(t *testing.T) {
 	t.Parallel()
 	env := startProbeEnv(t, 0)
-	tr := &http2.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}}}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, Protocols: h2Only()}
 	defer tr.CloseIdleConnections()
 	cases := 0
 	for proto, payload := range probeWrongKeyPayloads(t) {

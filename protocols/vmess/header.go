@@ -162,10 +162,12 @@ func OpenLegacyRequest(cmdKey [16]byte, ts int64, b []byte) (Request, int, error
 
 func newCFBEncrypter(key, iv []byte) cipher.Stream {
 	block, _ := aes.NewCipher(key)
-	return cipher.NewCFBEncrypter(block, iv) //nolint:staticcheck // VMess legacy mandates CFB
+	//lint:ignore SA1019 the legacy (alterId) VMess header is AES-CFB on the wire
+	return cipher.NewCFBEncrypter(block, iv)
 }
 
 func newCFBDecrypter(key, iv []byte) cipher.Stream {
 	block, _ := aes.NewCipher(key)
-	return cipher.NewCFBDecrypter(block, iv) //nolint:staticcheck // VMess legacy mandates CFB
+	//lint:ignore SA1019 the legacy (alterId) VMess header is AES-CFB on the wire
+	return cipher.NewCFBDecrypter(block, iv)
 }

@@ -21,8 +21,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/net/http2"
-
 	"github.com/portico-gw/portico/internal/nettest"
 	"github.com/portico-gw/portico/transports/rawtls"
 )
@@ -399,7 +397,8 @@ func TestNext(t *testing.T) {
 		})
 	}
 	t.Run("HTTP/2", func(t *testing.T) {
-		tr := &http2.Transport{TLSClientConfig: cfg}
+		tr := &http.Transport{TLSClientConfig: cfg, Protocols: new(http.Protocols)}
+		tr.Protocols.SetHTTP2(true) // HTTP/2 alone
 		defer tr.CloseIdleConnections()
 		req, _ := http.NewRequest("GET", srv.URL+"/up", nil)
 		req.Host = "example.com"

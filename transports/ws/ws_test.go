@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"golang.org/x/net/http2"
 
 	"github.com/portico-gw/portico/transports/rawtls"
 )
@@ -355,7 +354,8 @@ func TestNext(t *testing.T) {
 		})
 	}
 	t.Run("HTTP/2", func(t *testing.T) {
-		tr := &http2.Transport{TLSClientConfig: cfg}
+		tr := &http.Transport{TLSClientConfig: cfg, Protocols: new(http.Protocols)}
+		tr.Protocols.SetHTTP2(true) // HTTP/2 alone
 		defer tr.CloseIdleConnections()
 		req, _ := http.NewRequest("GET", srv.URL+"/ws", nil)
 		req.Host = "example.com"
