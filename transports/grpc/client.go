@@ -65,6 +65,9 @@ func (d *Dialer) transport() *http.Transport {
 			Protocols:       &protos,
 			DialContext:     func(ctx context.Context, _, _ string) (net.Conn, error) { return d.dial(ctx) },
 			IdleConnTimeout: 5 * time.Minute,
+			// No "accept-encoding: gzip" on calls: gRPC clients do not
+			// send it, and a call's response is never gzip.
+			DisableCompression: true,
 			// For HTTP/2 this bounds connections being dialed at once, not
 			// connections: tunnels that start together share the one being
 			// dialed instead of each dialing its own, and another is dialed

@@ -162,6 +162,35 @@ func TestEcho(t *testing.T) {
 	}
 }
 
+// TestCallHeaders: a call's request headers are a gRPC client's, as
+// grpc-go sends them: no Accept-Encoding (net/http would add gzip), which
+// no gRPC client sends.
+func TestCallHeaders(t *testing.T) {
+	got := make(chan http.Header, 1)
+	h := &Handler{ServiceName: "svc", Serve: func(conn net.Conn, r *http.Request) {
+		got <- r.Header.Clone()
+		echo(conn, r)
+	}}
+	ts := serve(t, h, true)
+	d := ts.dialer("svc")
+	defer d.CloseIdleConnections()
+	c, err := d.DialConn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := exchange(c, 1, 0); err != nil {
+		t.Fatal(err)
+	}
+	hdr := <-got
+	want := map[string]string{"Content-Type": "application/grpc", "Te": "trailers", "User-Agent": "grpc-go/1.85.0", "Accept-Encoding": ""}
+	for k, v := range want {
+		if hdr.Get(k) != v {
+			t.Errorf("%s: %q, want %q (all: %v)", k, hdr.Get(k), v, hdr)
+		}
+	}
+}
+
 // TestSharedConnection: concurrent tunnels of one Dialer ride one HTTP/2
 // connection.
 func TestSharedConnection(t *testing.T) {
