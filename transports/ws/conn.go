@@ -8,6 +8,7 @@ import (
 	mathrand "math/rand/v2"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -430,8 +431,8 @@ func (c *conn) appendFrame(dst []byte, op byte, payload []byte) []byte {
 	binary.LittleEndian.PutUint32(key[:], mathrand.Uint32()) // ChaCha8 from OS entropy
 	dst = appendFrameHeader(dst, op, len(payload), &key)
 	start := len(dst)
-	dst = append(dst, payload...)
-	maskBytes(key, 0, dst[start:])
+	dst = slices.Grow(dst, len(payload))[:start+len(payload)]
+	maskCopy(dst[start:], payload, key, 0)
 	return dst
 }
 

@@ -1,6 +1,7 @@
 package ws
 
 import (
+	"crypto/subtle"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -146,19 +147,30 @@ func appendFrameHeader(dst []byte, op byte, length int, key *[4]byte) []byte {
 
 // maskBytes XORs b in place with key, starting at position pos of the
 // key's repetition, and returns the position after b.
-func maskBytes(key [4]byte, pos int, b []byte) int {
-	// Eight bytes at a time with the key rotated to pos and doubled.
-	var k [8]byte
-	for i := range k {
+func maskBytes(key [4]byte, pos int, b []byte) int { return maskCopy(b, b, key, pos) }
+
+// maskBlock is how much of the key's repetition maskCopy lays out at a
+// time for crypto/subtle's XOR, which runs in vector registers.
+const maskBlock = 512
+
+// maskCopy sets dst[:len(src)] to src XORed with key's repetition from
+// position pos, in one pass (copying and then masking in place reads the
+// payload twice), and returns the position after it. dst and src are the
+// same slice or do not overlap.
+func maskCopy(dst, src []byte, key [4]byte, pos int) int {
+	var k [maskBlock]byte
+	n := min(len(src), maskBlock)
+	for i := range min(n, 4) {
 		k[i] = key[(pos+i)&3]
 	}
-	k8 := binary.LittleEndian.Uint64(k[:])
+	for filled := 4; filled < n; filled *= 2 {
+		copy(k[filled:n], k[:filled])
+	}
+	// maskBlock is a multiple of 4, so each block starts at pos again.
 	i := 0
-	for ; i+8 <= len(b); i += 8 {
-		binary.LittleEndian.PutUint64(b[i:], binary.LittleEndian.Uint64(b[i:])^k8)
+	for ; i+maskBlock <= len(src); i += maskBlock {
+		subtle.XORBytes(dst[i:i+maskBlock], src[i:i+maskBlock], k[:])
 	}
-	for ; i < len(b); i++ {
-		b[i] ^= key[(pos+i)&3]
-	}
-	return (pos + len(b)) & 3
+	subtle.XORBytes(dst[i:len(src)], src[i:], k[:len(src)-i])
+	return (pos + len(src)) & 3
 }

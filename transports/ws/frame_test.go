@@ -129,20 +129,38 @@ func TestFrameHeaderRefused(t *testing.T) {
 	}
 }
 
+// TestMaskBytes checks masking in place and masking while copying
+// against the byte-by-byte definition (RFC 6455 5.3), for every key
+// position and for lengths around the block size.
 func TestMaskBytes(t *testing.T) {
 	key := [4]byte{0xa1, 0xb2, 0xc3, 0xd4}
+	var lengths []int
+	for n := range 40 {
+		lengths = append(lengths, n)
+	}
+	for _, base := range []int{maskBlock, 2 * maskBlock, 32 << 10} {
+		for d := -5; d <= 5; d++ {
+			lengths = append(lengths, base+d)
+		}
+	}
 	for pos := range 4 {
-		for n := range 40 {
-			b := make([]byte, n)
-			for i := range b {
-				b[i] = byte(i * 13)
+		for _, n := range lengths {
+			src := make([]byte, n)
+			for i := range src {
+				src[i] = byte(i * 13)
 			}
-			want := bytes.Clone(b)
+			want := bytes.Clone(src)
 			for i := range want {
 				want[i] ^= key[(pos+i)%4]
 			}
+			dst := make([]byte, n+3)
+			copy(dst[n:], "end")
+			if end := maskCopy(dst, src, key, pos); end != (pos+n)%4 || !bytes.Equal(dst[:n], want) || string(dst[n:]) != "end" {
+				t.Fatalf("maskCopy pos %d n %d: end %d, wrong bytes or past n", pos, n, end)
+			}
+			b := bytes.Clone(src)
 			if end := maskBytes(key, pos, b); end != (pos+n)%4 || !bytes.Equal(b, want) {
-				t.Fatalf("pos %d n %d: % x (end %d), want % x", pos, n, b, end, want)
+				t.Fatalf("maskBytes pos %d n %d: end %d, wrong bytes", pos, n, end)
 			}
 		}
 	}
