@@ -149,6 +149,10 @@ func (c *Conn) Close() error {
 	return c.Conn.Close()
 }
 
+// NetConn is the connection wrapped, for those that look through to its
+// socket (readwait.SocketReadable, tlsbatch's reads that do not wait).
+func (c *Conn) NetConn() net.Conn { return c.Conn }
+
 // ReadWaiter implements [readwait.Waiter] for the connection it wraps.
 func (c *Conn) ReadWaiter() func() error { return readwait.For(c.Conn) }
 

@@ -10,6 +10,7 @@ package tlsbatch
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"net"
 	"sync"
 
@@ -22,6 +23,7 @@ type Conn struct {
 	*tls.Conn
 	raw *gatherConn
 	wmu sync.Mutex // one Write at a time, as crypto/tls would anyway
+	rmu sync.Mutex // one Read at a time: a Read sets raw.noWait
 }
 
 // Server returns the server side of TLS over raw, as tls.Server does.
@@ -77,6 +79,46 @@ func (c *Conn) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// recordPayload is the most plaintext one TLS record carries, and so the
+// most one crypto/tls Read returns.
+const recordPayload = 16 << 10
+
+// Read reads as crypto/tls does and then, when p is a bulk buffer (room
+// for a whole record or more), goes on filling it with what is there
+// without waiting: crypto/tls returns one record per Read, so a relay's
+// 32 KiB read would otherwise come back half full, and every chunk would
+// cost two reads and two writes to the other side. A record that does not
+// fit stays in crypto/tls for the next Read.
+func (c *Conn) Read(p []byte) (int, error) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	n, err := c.Conn.Read(p)
+	for err == nil && n > 0 && n < len(p) && len(p) >= recordPayload && c.raw.canProbe() {
+		c.raw.noWait = true
+		m, perr := c.Conn.Read(p[n:])
+		c.raw.noWait = false
+		n += m
+		if perr != nil || m == 0 {
+			if !errors.Is(perr, errWouldBlock) {
+				err = perr // the end, or an error crypto/tls keeps for the next Read anyway
+			}
+			break
+		}
+	}
+	return n, err
+}
+
+// errWouldBlock is what the socket says to a read that would wait: a
+// temporary net.Error, which crypto/tls returns without keeping (a part of
+// a record it got stays buffered for the next Read).
+var errWouldBlock error = wouldBlock{}
+
+type wouldBlock struct{}
+
+func (wouldBlock) Error() string   { return "tlsbatch: read would block" }
+func (wouldBlock) Timeout() bool   { return true }
+func (wouldBlock) Temporary() bool { return true }
+
 // ReadWaiter implements readwait.Waiter: nothing can be told of a TLS
 // conn's buffered bytes from outside, so it cannot be waited on.
 func (c *Conn) ReadWaiter() func() error { return nil }
@@ -85,10 +127,15 @@ func (c *Conn) ReadWaiter() func() error { return nil }
 // written to it are gathered, and sent when released.
 type gatherConn struct {
 	net.Conn
-	mu      sync.Mutex
-	holding bool
-	bp      *[]byte // the gathered records, in a pooled buffer
-	err     error   // a failed write: every later one fails too
+	// noWait makes Read take only what the socket has now; set by
+	// Conn.Read around crypto/tls's Read, under rmu.
+	noWait    bool
+	probeOnce sync.Once
+	probe     func(p []byte) (int, error) // a read that does not wait; nil: none
+	mu        sync.Mutex
+	holding   bool
+	bp        *[]byte // the gathered records, in a pooled buffer
+	err       error   // a failed write: every later one fails too
 }
 
 func (g *gatherConn) hold() {
@@ -123,6 +170,22 @@ func (g *gatherConn) Write(p []byte) (int, error) {
 	}
 	*g.bp = append(*g.bp, p...)
 	return len(p), nil
+}
+
+// Read reads from the socket; with noWait set, it takes what the socket
+// holds now and returns errWouldBlock when that is nothing.
+func (g *gatherConn) Read(p []byte) (int, error) {
+	if g.noWait {
+		return g.probe(p)
+	}
+	return g.Conn.Read(p)
+}
+
+// canProbe reports whether the socket under g can be read without
+// waiting (a TCP or Unix socket, through NetConn wrappers).
+func (g *gatherConn) canProbe() bool {
+	g.probeOnce.Do(func() { g.probe = nonBlockingRead(g.Conn) })
+	return g.probe != nil
 }
 
 // NetConn is the connection gathered for, for those that look through TLS

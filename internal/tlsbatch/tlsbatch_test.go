@@ -204,3 +204,135 @@ func TestStillTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// splitConn, once armed, writes each write longer than at in two parts,
+// the second delay later: a record that arrives in pieces.
+type splitConn struct {
+	net.Conn
+	at    int
+	delay time.Duration
+	armed atomic.Bool
+}
+
+func (c *splitConn) Write(p []byte) (int, error) {
+	if !c.armed.Load() || len(p) <= c.at {
+		return c.Conn.Write(p)
+	}
+	n, err := c.Conn.Write(p[:c.at])
+	if err != nil {
+		return n, err
+	}
+	time.Sleep(c.delay)
+	m, err := c.Conn.Write(p[c.at:])
+	return n + m, err
+}
+
+// TestReadFillsWholeRecords: a Read into a bulk buffer fills it with what
+// the socket already holds (crypto/tls alone returns one record, at most
+// 16 KiB), returns at once what it has when the next record is not all
+// there, and loses no byte and no end of stream doing so.
+func TestReadFillsWholeRecords(t *testing.T) {
+	read := func(t *testing.T, s *Conn, size int) ([]byte, error) {
+		t.Helper()
+		s.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, size)
+		n, err := s.Read(buf)
+		return buf[:n], err
+	}
+	t.Run("whole records waiting", func(t *testing.T) {
+		c, _, s := pair(t)
+		msg := make([]byte, 64<<10)
+		rand.Read(msg)
+		if _, err := c.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond) // all of it in the socket
+		var got []byte
+		for len(got) < len(msg) {
+			b, err := read(t, s, 32<<10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(b) != 32<<10 {
+				t.Fatalf("Read returned %d bytes with %d waiting; want a full 32768", len(b), len(msg)-len(got))
+			}
+			got = append(got, b...)
+		}
+		if !bytes.Equal(got, msg) {
+			t.Fatal("bytes differ")
+		}
+	})
+	t.Run("next record in pieces", func(t *testing.T) {
+		cert := prototest.SelfSigned(t)
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		go func() {
+			raw, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				return
+			}
+			// Past crypto/tls's first 128 KiB its records are full: 16384
+			// bytes of payload make 16384+22 on the wire, and the split
+			// falls 100 bytes into the second record.
+			sc := &splitConn{Conn: raw, at: 16384 + 22 + 100, delay: 300 * time.Millisecond}
+			c := Client(sc, cert.ClientTLS())
+			defer c.Close()
+			c.Write(make([]byte, 256<<10))
+			time.Sleep(100 * time.Millisecond)
+			sc.armed.Store(true)
+			c.Write(bytes.Repeat([]byte{'x'}, 32<<10))
+			c.CloseWrite()
+			time.Sleep(time.Second)
+		}()
+		rc, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := Server(rc, cert.ServerTLS())
+		defer s.Close()
+		for left := 256 << 10; left > 0; {
+			b, err := read(t, s, 32<<10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			left -= len(b)
+		}
+		time.Sleep(200 * time.Millisecond) // the first piece is in
+		start := time.Now()
+		b, err := read(t, s, 33<<10)
+		if err != nil || len(b) != 16<<10 {
+			t.Fatalf("first Read: %d bytes, %v; want the whole first record alone", len(b), err)
+		}
+		if el := time.Since(start); el > 250*time.Millisecond {
+			t.Fatalf("first Read took %v: it waited for the second record", el)
+		}
+		// The close_notify behind it may come with the data (n, io.EOF).
+		b2, err := read(t, s, 33<<10)
+		if (err != nil && err != io.EOF) || len(b2) != 16<<10 || !bytes.Equal(append(b, b2...), bytes.Repeat([]byte{'x'}, 32<<10)) {
+			t.Fatalf("second Read: %d bytes, %v; want the rest of the second record", len(b2), err)
+		}
+		if b, err := read(t, s, 33<<10); len(b) != 0 || err != io.EOF {
+			t.Fatalf("third Read: %d bytes, %v; want the end of the stream", len(b), err)
+		}
+	})
+	t.Run("end of stream behind the data", func(t *testing.T) {
+		c, _, s := pair(t)
+		msg := bytes.Repeat([]byte{'y'}, 20000)
+		c.Write(msg)
+		c.CloseWrite()
+		time.Sleep(100 * time.Millisecond)
+		var got []byte
+		var err error
+		for err == nil {
+			var b []byte
+			b, err = read(t, s, 33<<10)
+			got = append(got, b...)
+		}
+		if err != io.EOF || !bytes.Equal(got, msg) {
+			t.Fatalf("read %d bytes then %v; want %d then io.EOF", len(got), err, len(msg))
+		}
+	})
+}
