@@ -138,6 +138,32 @@ func exchange(conn net.Conn, size int64, seed uint64) error {
 	return nil
 }
 
+// exchangeEach runs exchange on n tunnels at once, tunnel i from conn(i),
+// and reports each one's failure.
+func exchangeEach(t *testing.T, n int, size int64, conn func(i int) (net.Conn, error)) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Go(func() {
+			c, err := conn(i)
+			if err != nil {
+				errs <- fmt.Errorf("tunnel %d: %w", i, err)
+				return
+			}
+			defer c.Close()
+			if err := exchange(c, size, uint64(i)); err != nil {
+				errs <- fmt.Errorf("tunnel %d: %w", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
 func TestEcho(t *testing.T) {
 	for _, withTLS := range []bool{true, false} {
 		for _, multi := range []bool{false, true} {
@@ -199,26 +225,7 @@ func TestSharedConnection(t *testing.T) {
 			ts := serve(t, &Handler{ServiceName: "svc", Serve: echo}, withTLS)
 			d := ts.dialer("svc")
 			defer d.CloseIdleConnections()
-			var wg sync.WaitGroup
-			errs := make(chan error, 20)
-			for i := range 20 {
-				wg.Go(func() {
-					c, err := d.DialConn(context.Background())
-					if err != nil {
-						errs <- err
-						return
-					}
-					defer c.Close()
-					if err := exchange(c, 256<<10, uint64(i)); err != nil {
-						errs <- fmt.Errorf("tunnel %d: %w", i, err)
-					}
-				})
-			}
-			wg.Wait()
-			close(errs)
-			for err := range errs {
-				t.Error(err)
-			}
+			exchangeEach(t, 20, 256<<10, func(int) (net.Conn, error) { return d.DialConn(context.Background()) })
 			if n := ts.conns.Load(); n != 1 {
 				t.Errorf("%d connections for 20 tunnels, want 1", n)
 			}
@@ -271,20 +278,7 @@ func TestStreamLimit(t *testing.T) {
 			t.Fatalf("tunnel %d: %v", i, err)
 		}
 	}
-	var wg sync.WaitGroup
-	errs := make(chan error, tunnels)
-	for i, c := range conns {
-		wg.Go(func() {
-			if err := exchange(c, 64<<10, uint64(i)); err != nil {
-				errs <- fmt.Errorf("tunnel %d: %w", i, err)
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+	exchangeEach(t, tunnels, 64<<10, func(i int) (net.Conn, error) { return conns[i], nil })
 	if n, want := ts.conns.Load(), int32(tunnels+limit-1)/limit; n != want {
 		t.Errorf("%d connections for %d tunnels at a stream limit of %d, want %d", n, tunnels, limit, want)
 	}
