@@ -95,6 +95,20 @@ func (ts *testServer) dialer(service string) *Dialer {
 	return &Dialer{Address: ts.addr, ServiceName: service, TLS: ts.tls}
 }
 
+// tunnel opens a tunnel to service on a Dialer of its own; the test's end
+// closes both.
+func (ts *testServer) tunnel(t testing.TB, service string) net.Conn {
+	t.Helper()
+	d := ts.dialer(service)
+	t.Cleanup(d.CloseIdleConnections)
+	c, err := d.DialConn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 // exchange writes size pseudo-random bytes, half-closes, and reads back
 // until EOF, comparing SHA-256 sums: it checks the data, the half-close
 // and that the call ends with status OK (io.EOF).
@@ -198,13 +212,7 @@ func TestCallHeaders(t *testing.T) {
 		echo(conn, r)
 	}}
 	ts := serve(t, h, true)
-	d := ts.dialer("svc")
-	defer d.CloseIdleConnections()
-	c, err := d.DialConn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := ts.tunnel(t, "svc")
 	if err := exchange(c, 1, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -465,13 +473,7 @@ func TestAddrs(t *testing.T) {
 	ts := serve(t, &Handler{ServiceName: "svc", Serve: func(conn net.Conn, r *http.Request) {
 		got <- addrs{conn.LocalAddr(), conn.RemoteAddr(), r.RemoteAddr}
 	}}, false)
-	d := ts.dialer("svc")
-	defer d.CloseIdleConnections()
-	c, err := d.DialConn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := ts.tunnel(t, "svc")
 	a := <-got
 	if a.remote.String() != a.req || a.remote.String() != c.LocalAddr().String() {
 		t.Errorf("server RemoteAddr %v, request %s, client LocalAddr %v", a.remote, a.req, c.LocalAddr())
@@ -707,13 +709,7 @@ func TestClose(t *testing.T) {
 			_, err := conn.Read(make([]byte, 1))
 			got <- err
 		}}, true)
-		d := ts.dialer("svc")
-		defer d.CloseIdleConnections()
-		c, err := d.DialConn(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
+		c := ts.tunnel(t, "svc")
 		if err := <-got; !errors.Is(err, net.ErrClosed) {
 			t.Errorf("server Read = %v", err)
 		}
@@ -748,13 +744,7 @@ func TestDialErrors(t *testing.T) {
 	}
 	// A site answering 404 is an error on the first Read.
 	ts := serve(t, new(site), true)
-	d := ts.dialer("svc")
-	defer d.CloseIdleConnections()
-	c, err := d.DialConn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := ts.tunnel(t, "svc")
 	if _, err := c.Read(make([]byte, 1)); err == nil || !strings.Contains(err.Error(), "404") {
 		t.Errorf("Read from a site = %v", err)
 	}
