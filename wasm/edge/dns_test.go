@@ -236,7 +236,13 @@ func TestDNSOverTCPForUDP53(t *testing.T) {
 	for _, b := range got {
 		wantOut = append(wantOut, frame(b)...)
 	}
+	// The server's side records a write once it returns, which can be
+	// after the client has read the reply: wait for the record to catch up.
 	in, out, accepted := rl.snapshot()
+	for deadline := time.Now().Add(5 * time.Second); len(out) < len(wantOut) && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+		in, out, accepted = rl.snapshot()
+	}
 	if accepted != 1 {
 		t.Errorf("the DNS server saw %d connections, want 1 (one tunnel, one TCP connection)", accepted)
 	}
