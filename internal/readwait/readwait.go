@@ -49,23 +49,34 @@ func socketWaiter(c syscall.Conn) func() error {
 // is false when there is no socket to ask. It knows nothing of bytes a
 // layer above the socket holds (crypto/tls may hold a record it read).
 func SocketReadable(c net.Conn) (ready, ok bool) {
+	rc := Socket(c)
+	if rc == nil || !pollSupported {
+		return false, false
+	}
+	var r bool
+	if err := rc.Control(func(fd uintptr) { r = readable(fd) }); err != nil {
+		return true, true // closed: a read says so at once
+	}
+	return r, true
+}
+
+// Socket returns the raw socket under c: c itself when it is a TCP or Unix
+// socket, or what c is layered on, through NetConn methods (a TLS conn, a
+// connection-limit wrapper); nil when there is none.
+func Socket(c net.Conn) syscall.RawConn {
 	for range 8 {
 		switch s := c.(type) {
 		case *net.TCPConn, *net.UnixConn:
 			rc, err := s.(syscall.Conn).SyscallConn()
-			if err != nil || !pollSupported {
-				return false, false
+			if err != nil {
+				return nil
 			}
-			var r bool
-			if err := rc.Control(func(fd uintptr) { r = readable(fd) }); err != nil {
-				return true, true // closed: a read says so at once
-			}
-			return r, true
+			return rc
 		case interface{ NetConn() net.Conn }:
 			c = s.NetConn()
 		default:
-			return false, false
+			return nil
 		}
 	}
-	return false, false
+	return nil
 }

@@ -28,13 +28,13 @@ type Conn struct {
 
 // Server returns the server side of TLS over raw, as tls.Server does.
 func Server(raw net.Conn, cfg *tls.Config) *Conn {
-	g := &gatherConn{Conn: raw}
+	g := newGatherConn(raw)
 	return &Conn{Conn: tls.Server(g, cfg), raw: g}
 }
 
 // Client returns the client side of TLS over raw, as tls.Client does.
 func Client(raw net.Conn, cfg *tls.Config) *Conn {
-	g := &gatherConn{Conn: raw}
+	g := newGatherConn(raw)
 	return &Conn{Conn: tls.Client(g, cfg), raw: g}
 }
 
@@ -93,7 +93,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	n, err := c.Conn.Read(p)
-	for err == nil && n > 0 && n < len(p) && len(p) >= recordPayload && c.raw.canProbe() {
+	for err == nil && n > 0 && n < len(p) && len(p) >= recordPayload && c.raw.probe != nil {
 		c.raw.noWait = true
 		m, perr := c.Conn.Read(p[n:])
 		c.raw.noWait = false
@@ -129,13 +129,16 @@ type gatherConn struct {
 	net.Conn
 	// noWait makes Read take only what the socket has now; set by
 	// Conn.Read around crypto/tls's Read, under rmu.
-	noWait    bool
-	probeOnce sync.Once
-	probe     func(p []byte) (int, error) // a read that does not wait; nil: none
-	mu        sync.Mutex
-	holding   bool
-	bp        *[]byte // the gathered records, in a pooled buffer
-	err       error   // a failed write: every later one fails too
+	noWait  bool
+	probe   func(p []byte) (int, error) // a read that does not wait; nil: none
+	mu      sync.Mutex
+	holding bool
+	bp      *[]byte // the gathered records, in a pooled buffer
+	err     error   // a failed write: every later one fails too
+}
+
+func newGatherConn(raw net.Conn) *gatherConn {
+	return &gatherConn{Conn: raw, probe: nonBlockingRead(raw)}
 }
 
 func (g *gatherConn) hold() {
@@ -179,13 +182,6 @@ func (g *gatherConn) Read(p []byte) (int, error) {
 		return g.probe(p)
 	}
 	return g.Conn.Read(p)
-}
-
-// canProbe reports whether the socket under g can be read without
-// waiting (a TCP or Unix socket, through NetConn wrappers).
-func (g *gatherConn) canProbe() bool {
-	g.probeOnce.Do(func() { g.probe = nonBlockingRead(g.Conn) })
-	return g.probe != nil
 }
 
 // NetConn is the connection gathered for, for those that look through TLS
