@@ -1,3 +1,9 @@
+// x/net's http2.Transport is deprecated for net/http's, but net/http
+// speaks HTTP/2 over TLS only on a *tls.Conn it dialed itself (not on
+// tlsbatch's), and over any other conn only with :scheme "http", which a
+// CDN or proxy in front of the server may refuse on a TLS connection.
+//lint:file-ignore SA1019 see above
+
 package grpc
 
 import (
@@ -15,6 +21,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/net/http2"
 
 	"github.com/portico-gw/portico/internal/tlsbatch"
 )
@@ -44,43 +52,28 @@ type Dialer struct {
 	UserAgent string
 
 	once sync.Once
-	t    *http.Transport
+	t    *http2.Transport
 }
-
-// alpnH2 is HTTP/2's ALPN protocol ID over TLS.
-const alpnH2 = "h2"
 
 // dialTimeout bounds connecting and the TLS handshake of a new HTTP/2
 // connection.
 const dialTimeout = 15 * time.Second
 
-func (d *Dialer) transport() *http.Transport {
+func (d *Dialer) transport() *http2.Transport {
 	d.once.Do(func() {
-		// The Dialer does TLS itself (tlsbatch, ALPN checked), so to
-		// net/http every connection is prior-knowledge HTTP/2 over a plain
-		// net.Conn, as the front door's server sees it from the other side.
-		var protos http.Protocols
-		protos.SetUnencryptedHTTP2(true)
-		d.t = &http.Transport{
-			Protocols:       &protos,
-			DialContext:     func(ctx context.Context, _, _ string) (net.Conn, error) { return d.dial(ctx) },
+		d.t = &http2.Transport{
+			AllowHTTP:       true, // h2c when TLS is nil
+			DialTLSContext:  func(ctx context.Context, _, _ string, _ *tls.Config) (net.Conn, error) { return d.dial(ctx) },
+			ReadIdleTimeout: 30 * time.Second, // ping a connection silent this long…
+			PingTimeout:     15 * time.Second, // …and drop it if the ping is not answered
 			IdleConnTimeout: 5 * time.Minute,
 			// No "accept-encoding: gzip" on calls: gRPC clients do not
 			// send it, and a call's response is never gzip.
 			DisableCompression: true,
-			// For HTTP/2 this bounds connections being dialed at once, not
-			// connections: tunnels that start together share the one being
-			// dialed instead of each dialing its own, and another is dialed
-			// once the server's stream limit is reached.
-			MaxConnsPerHost: 1,
-			HTTP2: &http.HTTP2Config{
-				SendPingTimeout: 30 * time.Second, // ping a connection silent this long…
-				PingTimeout:     15 * time.Second, // …and drop it if the ping is not answered
-				// Let the server send a 32 KiB message as one DATA frame,
-				// not two of HTTP/2's default 16 KiB: one round through its
-				// connection's goroutines less per message.
-				MaxReadFrameSize: 1 << 20,
-			},
+			// Let the server send a 32 KiB message as one DATA frame, not
+			// two of HTTP/2's default 16 KiB: one round through its
+			// connection's goroutines less per message.
+			MaxReadFrameSize: 1 << 20,
 		}
 	})
 	return d.t
@@ -114,13 +107,13 @@ func (d *Dialer) dial(ctx context.Context) (net.Conn, error) {
 		}
 		cfg.ServerName = host
 	}
-	cfg.NextProtos = []string{alpnH2}
+	cfg.NextProtos = []string{http2.NextProtoTLS}
 	tc := tlsbatch.Client(raw, cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		raw.Close()
 		return nil, err
 	}
-	if p := tc.ConnectionState().NegotiatedProtocol; p != alpnH2 {
+	if p := tc.ConnectionState().NegotiatedProtocol; p != http2.NextProtoTLS {
 		tc.Close()
 		return nil, fmt.Errorf("server does not speak HTTP/2 over TLS (ALPN %q)", p)
 	}
@@ -135,9 +128,11 @@ func (d *Dialer) DialConn(ctx context.Context) (net.Conn, error) {
 	if d.Address == "" {
 		return nil, errors.New("grpc: Dialer has no Address")
 	}
-	// "http" even over TLS: the Dialer's own dial does the TLS (see
-	// transport).
-	u, err := url.Parse("http://" + d.Address + requestPath(d.ServiceName, d.Multi))
+	scheme := "https"
+	if d.TLS == nil {
+		scheme = "http"
+	}
+	u, err := url.Parse(scheme + "://" + d.Address + requestPath(d.ServiceName, d.Multi))
 	if err != nil {
 		return nil, fmt.Errorf("grpc: bad Address or ServiceName: %w", err)
 	}
@@ -214,7 +209,7 @@ type hostAddr string
 func (hostAddr) Network() string  { return "tcp" }
 func (a hostAddr) String() string { return string(a) }
 
-// clientConn is a tunnel on a gRPC call made by net/http's HTTP/2 transport: writes go
+// clientConn is a tunnel on a gRPC call made by http2.Transport: writes go
 // into the request body through a pipe, reads come from the response body.
 type clientConn struct {
 	pipe          *bodyPipe

@@ -244,7 +244,7 @@ func TestSharedConnection(t *testing.T) {
 // TestStreamLimit: tunnels beyond the server's HTTP/2 stream limit are not
 // held back: the Dialer opens another connection for them. Each tunnel
 // makes a round trip before the next opens: until a new connection's
-// SETTINGS arrive, net/http assumes a limit of 100 on it, and a stream the
+// SETTINGS arrive, the client assumes a limit of 100 on it, and a stream the
 // server refuses after the tunnel's first bytes went out fails the tunnel
 // (see the package doc).
 func TestStreamLimit(t *testing.T) {

@@ -6,9 +6,8 @@
 //
 // The server side is a [Handler], an http.Handler written against
 // net/http's HTTP/2 server (TLS or h2c) with hand-written framing — no
-// gRPC library. The client side is a [Dialer] over net/http's HTTP/2
-// Transport (prior knowledge, over a TLS dial of its own), a
-// tunnel.ConnDialer.
+// gRPC library. The client side is a [Dialer] over
+// golang.org/x/net/http2's Transport, a tunnel.ConnDialer.
 //
 // # Stream mapping
 //
